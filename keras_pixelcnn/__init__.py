@@ -1,0 +1,31 @@
+"""keras-pixelcnn: Gated and Conditional PixelCNN decoders for Keras 3.
+
+van den Oord et al., "Conditional Image Generation with PixelCNN Decoders"
+(NeurIPS 2016). Layers use keras.ops (they also run under the JAX backend);
+the mixture likelihood, sampling and export use TensorFlow, imported lazily.
+"""
+
+from keras_pixelcnn.blocks import GatedBlock, MaskedBlock, gate, shift_down
+from keras_pixelcnn.conditioning import ConditionNetwork
+from keras_pixelcnn.heads import HEADS, LogisticMixtureHead, SoftmaxHead, make_head
+from keras_pixelcnn.masked_conv import MaskedConv2D, causal_mask
+from keras_pixelcnn.model import ConditionalPixelCNN, PixelCNN, PixelCNNBase
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConditionalPixelCNN",
+    "ConditionNetwork",
+    "GatedBlock",
+    "HEADS",
+    "LogisticMixtureHead",
+    "MaskedBlock",
+    "MaskedConv2D",
+    "PixelCNN",
+    "PixelCNNBase",
+    "SoftmaxHead",
+    "causal_mask",
+    "gate",
+    "make_head",
+    "shift_down",
+]

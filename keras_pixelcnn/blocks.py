@@ -1,0 +1,221 @@
+"""One layer of a PixelCNN: the gated two-stack block, and the original single stack.
+
+Gated block (paper Figure 2, eqs. 2, 4, 5), for p = ``filters`` and n = ``kernel_size``:
+
+    v_pre = Conv_{ceil(n/2) x n}(v)                          vertical: rows <= i
+    v_out = gate(v_pre + V_v h)
+    h_pre = MaskedConv_{1 x ceil(n/2)}(h) + Dense(shift_down(v_pre)) + V_h h
+    h_gated = gate(h_pre)
+    h_out = h + MaskedConv_{1x1}(h_gated)                     (no residual in layer 0)
+    skip  = MaskedConv_{1x1}(h_gated)                         (optional)
+
+where gate(z) = tanh(z_f) * sigmoid(z_g) on the two halves of the fused 2p maps.
+The vertical stack sees the current row; it reaches the horizontal stack only
+through ``shift_down`` (rows < i), once per layer, and nothing flows back from
+horizontal to vertical, so there is neither a leak nor a blind spot.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_pixelcnn.masked_conv import MaskedConv2D
+
+
+def gate(x):
+    """tanh(first half) * sigmoid(second half) along the last axis."""
+    x_f, x_g = ops.split(x, 2, axis=-1)
+    return ops.tanh(x_f) * ops.sigmoid(x_g)
+
+
+def shift_down(x):
+    """Moves a [B, H, W, F] map one row down (row 0 becomes zeros)."""
+    return ops.pad(x, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
+
+
+def _expand_condition(bias):
+    """A global bias [B, F] broadcast over H and W; a spatial one passes through."""
+    return bias[:, None, None, :] if len(bias.shape) == 2 else bias
+
+
+@keras.saving.register_keras_serializable(package="keras_pixelcnn")
+class GatedBlock(keras.layers.Layer):
+    """One Gated PixelCNN layer over a (vertical, horizontal) pair of stacks.
+
+    Args:
+      filters: p, the features of each stack (the fused convolutions emit 2p).
+      kernel_size: n, odd >= 3: the vertical stack reads ceil(n/2) x n, the
+        horizontal stack 1 x ceil(n/2).
+      first: the first layer: mask "A" on the horizontal convolution and no
+        residual connection (the input is the image itself).
+      color_channels: colour groups for the horizontal masks (1 = pixel level).
+      conditioned: whether a condition (h [B, D] or s [B, H, W, S]) is added.
+      condition_vertical: whether it is added to the vertical gate too; False
+        in the last layer, whose vertical output is unused.
+      skip: whether to emit a skip output.
+      dropout: rate applied to the gated horizontal features.
+
+    Call:
+      ``block(v, h, condition=None, training=None)`` with v, h [B, H, W, F]
+      returns (v_out, h_out), or (v_out, h_out, skip) with ``skip=True``,
+      each [B, H, W, p].
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        first=False,
+        color_channels=1,
+        conditioned=False,
+        condition_vertical=True,
+        skip=False,
+        dropout=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.first = bool(first)
+        self.color_channels = int(color_channels)
+        self.conditioned = bool(conditioned)
+        self.condition_vertical = bool(condition_vertical)
+        self.skip = bool(skip)
+        self.dropout = float(dropout)
+        half = math.ceil(self.kernel_size / 2)
+        p2 = 2 * self.filters
+        self.vertical_conv = MaskedConv2D(
+            p2, (half, self.kernel_size), mask_type=None, anchor=(half - 1, self.kernel_size // 2), name="vertical"
+        )
+        self.horizontal_conv = MaskedConv2D(
+            p2,
+            (1, half),
+            mask_type="A" if self.first else "B",
+            color_channels=self.color_channels,
+            anchor=(0, half - 1),
+            name="horizontal",
+        )
+        self.link = keras.layers.Dense(p2, name="vertical_to_horizontal")
+        self.horizontal_out = MaskedConv2D(self.filters, 1, color_channels=self.color_channels, name="horizontal_out")
+        self.skip_out = (
+            MaskedConv2D(self.filters, 1, color_channels=self.color_channels, name="skip_out") if self.skip else None
+        )
+        self.vertical_condition = (
+            keras.layers.Dense(p2, use_bias=False, name="vertical_condition")
+            if conditioned and condition_vertical
+            else None
+        )
+        self.horizontal_condition = (
+            keras.layers.Dense(p2, use_bias=False, name="horizontal_condition") if conditioned else None
+        )
+        self.dropout_layer = keras.layers.Dropout(self.dropout) if self.dropout else None
+
+    def build(self, v_shape, h_shape=None, condition_shape=None):
+        h_shape = v_shape if h_shape is None else h_shape
+        self.vertical_conv.build(v_shape)
+        self.horizontal_conv.build(h_shape)
+        self.link.build(tuple(v_shape[:-1]) + (2 * self.filters,))
+        gated_shape = tuple(h_shape[:-1]) + (self.filters,)
+        self.horizontal_out.build(gated_shape)
+        if self.skip_out is not None:
+            self.skip_out.build(gated_shape)
+        if self.vertical_condition is not None:
+            self.vertical_condition.build(condition_shape)
+        if self.horizontal_condition is not None:
+            self.horizontal_condition.build(condition_shape)
+
+    def condition_biases(self, condition):
+        """(V_v h, V_h h), each broadcastable to [B, H, W, 2p]; 0.0 where not conditioned."""
+        return tuple(
+            0.0 if dense is None else _expand_condition(dense(condition))
+            for dense in (self.vertical_condition, self.horizontal_condition)
+        )
+
+    def call(self, v, h, condition=None, training=None):
+        v_bias, h_bias = self.condition_biases(condition)
+        v_pre = self.vertical_conv(v)
+        v_out = gate(v_pre + v_bias)
+        h_gated = gate(self.horizontal_conv(h) + self.link(shift_down(v_pre)) + h_bias)
+        if self.dropout_layer is not None:
+            h_gated = self.dropout_layer(h_gated, training=training)
+        h_out = self.horizontal_out(h_gated)
+        if not self.first:
+            h_out = h_out + h
+        if self.skip_out is None:
+            return v_out, h_out
+        return v_out, h_out, self.skip_out(h_gated)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            first=self.first,
+            color_channels=self.color_channels,
+            conditioned=self.conditioned,
+            condition_vertical=self.condition_vertical,
+            skip=self.skip,
+            dropout=self.dropout,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_pixelcnn")
+class MaskedBlock(keras.layers.Layer):
+    """One layer of the original single-stack PixelCNN (van den Oord et al. 2016a).
+
+    An n x n masked convolution (mask "A" in the first layer, "B" after), the
+    condition added before the nonlinearity, ReLU or the gated unit, and a
+    residual connection after the first layer. Its receptive field has the
+    blind spot that the gated two-stack block removes; kept for ablations.
+
+    Call:
+      ``block(x, condition=None, training=None)`` with x [B, H, W, F] returns
+      [B, H, W, filters].
+    """
+
+    def __init__(
+        self, filters, kernel_size, first=False, color_channels=1, conditioned=False, gated=False, dropout=0.0, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.first = bool(first)
+        self.color_channels = int(color_channels)
+        self.conditioned = bool(conditioned)
+        self.gated = bool(gated)
+        self.dropout = float(dropout)
+        width = 2 * self.filters if self.gated else self.filters
+        self.conv = MaskedConv2D(
+            width, self.kernel_size, mask_type="A" if first else "B", color_channels=self.color_channels, name="conv"
+        )
+        self.condition_dense = keras.layers.Dense(width, use_bias=False, name="condition") if conditioned else None
+        self.dropout_layer = keras.layers.Dropout(self.dropout) if self.dropout else None
+
+    def build(self, x_shape, condition_shape=None):
+        self.conv.build(x_shape)
+        if self.conditioned:
+            self.condition_dense.build(condition_shape)
+
+    def call(self, x, condition=None, training=None):
+        pre = self.conv(x)
+        if self.conditioned:
+            pre = pre + _expand_condition(self.condition_dense(condition))
+        out = gate(pre) if self.gated else ops.relu(pre)
+        if self.dropout_layer is not None:
+            out = self.dropout_layer(out, training=training)
+        return out if self.first else out + x
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            first=self.first,
+            color_channels=self.color_channels,
+            conditioned=self.conditioned,
+            gated=self.gated,
+            dropout=self.dropout,
+        )
+        return config

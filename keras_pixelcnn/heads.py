@@ -1,0 +1,212 @@
+"""Output distributions over 8-bit sub-pixels: the likelihood and one sampling step.
+
+A head turns the network's last 1x1 convolution (``num_outputs(C)`` maps) into
+per-pixel distribution parameters, scores images under them (``log_prob``) and
+draws one sampling step from them (``sample_step``). Heads hold no weights.
+
+Sampling steps and their randomness:
+  * ``steps_per_pixel`` steps per pixel: C for the softmax head (one channel per
+    step, R -> G -> B), 1 for the mixture head (all channels, coupled in the head).
+  * Step s (raster order over steps) draws its uniform noise with the stateless
+    key ``fold_in(seed, s)``, so the same seed gives the same images however
+    the network that produces the parameters is evaluated.
+"""
+
+import math
+
+from keras import ops
+
+PIXEL_LEVELS = 256
+
+
+def _gumbel_argmax(logits, uniform):
+    """A categorical draw: argmax(logits + Gumbel noise), from uniform noise in (0, 1)."""
+    return ops.argmax(logits - ops.log(-ops.log(uniform)), axis=-1)
+
+
+def _uniform(shape, key):
+    import tensorflow as tf  # sampling is TF-only; layers stay backend-neutral.
+
+    tiny = 1e-6  # keep log(u), log(1 - u) finite
+    return tf.random.stateless_uniform(shape, seed=key, minval=tiny, maxval=1.0 - tiny)
+
+
+class SoftmaxHead:
+    """256-way categorical per sub-pixel; channels autoregressive R -> G -> B.
+
+    Parameters: logits [B, H, W, C, 256]. The network's ``256 * C`` output maps
+    are grouped by ``index % C`` (the colour-mask convention), so they reshape
+    to [..., 256, C] and are transposed to [..., C, 256].
+    """
+
+    name = "softmax"
+    pixel_level_masks = False  # the network itself is colour-masked
+
+    def __init__(self, channels):
+        self.channels = channels
+        self.steps_per_pixel = channels
+
+    @property
+    def num_outputs(self):
+        return PIXEL_LEVELS * self.channels
+
+    def params_from_outputs(self, outputs):
+        """[B, H, W, 256 C] -> logits [B, H, W, C, 256]."""
+        shape = ops.shape(outputs)
+        logits = ops.reshape(outputs, (shape[0], shape[1], shape[2], PIXEL_LEVELS, self.channels))
+        return ops.transpose(logits, (0, 1, 2, 4, 3))
+
+    def log_prob(self, params, images):
+        """Log-likelihood in nats of integer-valued images [B, H, W, C] -> [B]."""
+        log_probs = ops.log_softmax(ops.cast(params, "float32"), axis=-1)
+        values = ops.cast(images, "int32")[..., None]
+        per_subpixel = ops.take_along_axis(log_probs, values, axis=-1)
+        return ops.sum(per_subpixel, axis=(1, 2, 3, 4))
+
+    def sample_step(self, pixel_params, pixel, channel, temperature, key):
+        """Draws channel ``channel`` of one pixel.
+
+        Args:
+          pixel_params: logits [B, C, 256] at the pixel.
+          pixel: current values [B, C] (float, 0..255).
+          channel: int scalar, the channel drawn.
+          temperature: float scalar > 0, divides the logits.
+          key: stateless seed [2].
+
+        Returns:
+          [B, C]: ``pixel`` with ``channel`` replaced by the draw.
+        """
+        logits = ops.take(ops.cast(pixel_params, "float32"), channel, axis=1) / temperature
+        noise = _uniform(ops.shape(logits), key)
+        value = ops.cast(_gumbel_argmax(logits, noise), "float32")
+        is_channel = ops.arange(self.channels) == channel
+        return ops.where(is_channel[None, :], value[:, None], pixel)
+
+
+class LogisticMixtureHead:
+    """PixelCNN++ discretized logistic mixture (Salimans et al. 2017, eqs. 2-3).
+
+    Parameters per pixel, P = K * (1 + 2C + C(C-1)/2), in this order (the
+    component index k runs fastest inside each row):
+
+        [0, K)                     mixture logits pi_k (one indicator per pixel)
+        rows 0 .. C-1              means mu_{c,k} (in [-1, 1] pixel scale)
+        rows C .. 2C-1             log-scales log s_{c,k} (clamped below at -7)
+        rows 2C .. 2C+C(C-1)/2-1   coupling coefficients, tanh-squashed, for the
+                                   pairs (c, c') with c' < c in the order
+                                   (1,0), (2,0), (2,1): a, b, c of the paper
+
+    where row r occupies ``[K + r K, K + (r + 1) K)``. The mean of channel c is
+    mu_{c,k} + sum_{c'<c} coeff_{c,c',k} x_{c'} with x the actual earlier values
+    in [-1, 1], e.g. mu_g + a r and mu_b + b r + c g. Each channel value is a
+    logistic of that mean and scale, discretised to 256 bins of width 2/255 with
+    the edge bins 0 and 255 extending to -inf and +inf. The likelihood is built
+    from tfp distributions (QuantizedDistribution over a Logistic shifted by -0.5,
+    in 0..255 units, and MixtureSameFamily).
+    """
+
+    name = "logistic_mixture"
+    pixel_level_masks = True  # parameters must not see any channel of the current pixel
+    min_log_scale = -7.0
+
+    def __init__(self, channels, num_mixtures):
+        self.channels = channels
+        self.num_mixtures = num_mixtures
+        self.steps_per_pixel = 1
+        self.num_coeffs = channels * (channels - 1) // 2
+
+    @property
+    def num_outputs(self):
+        return self.num_mixtures * (1 + 2 * self.channels + self.num_coeffs)
+
+    def params_from_outputs(self, outputs):
+        return outputs
+
+    def split(self, params):
+        """params [..., P] -> (logits [..., K], means [..., C, K], log_scales [..., C, K], coeffs [..., C(C-1)/2, K])."""
+        params = ops.cast(params, "float32")
+        k, c = self.num_mixtures, self.channels
+        logits = params[..., :k]
+        rows = ops.reshape(params[..., k:], tuple(ops.shape(params)[:-1]) + (2 * c + self.num_coeffs, k))
+        means = rows[..., :c, :]
+        log_scales = ops.maximum(rows[..., c : 2 * c, :], self.min_log_scale)
+        coeffs = ops.tanh(rows[..., 2 * c :, :])
+        return logits, means, log_scales, coeffs
+
+    def coupled_means(self, means, coeffs, x):
+        """Channel means given the earlier channels' values x [..., C] in [-1, 1] -> [..., C, K]."""
+        coupled, pair = [means[..., 0, :]], 0
+        for c in range(1, self.channels):
+            mean = means[..., c, :]
+            for earlier in range(c):
+                mean = mean + coeffs[..., pair, :] * x[..., earlier, None]
+                pair += 1
+            coupled.append(mean)
+        return ops.stack(coupled, axis=-2)
+
+    def log_prob(self, params, images):
+        """Log-likelihood in nats of integer-valued images [B, H, W, C] -> [B]."""
+        import tensorflow as tf
+        import tensorflow_probability as tfp
+
+        tfd, tfb = tfp.distributions, tfp.bijectors
+        images = tf.cast(images, tf.float32)
+        logits, means, log_scales, coeffs = self.split(params)
+        means = self.coupled_means(means, coeffs, images / 127.5 - 1.0)
+        # [-1, 1] -> 0..255 units; components to the batch axis, channels to the event.
+        locs = tf.linalg.matrix_transpose(127.5 * (means + 1.0))
+        scales = tf.linalg.matrix_transpose(127.5 * tf.exp(log_scales))
+        channel = tfd.QuantizedDistribution(
+            tfd.TransformedDistribution(tfd.Logistic(locs, scales), tfb.Shift(-0.5)),
+            low=0.0,
+            high=float(PIXEL_LEVELS - 1),
+        )
+        mixture = tfd.MixtureSameFamily(
+            tfd.Categorical(logits=logits), tfd.Independent(channel, reinterpreted_batch_ndims=1)
+        )
+        return tf.reduce_sum(mixture.log_prob(images), axis=[1, 2])
+
+    def sample_step(self, pixel_params, pixel, channel, temperature, key):
+        """Draws all channels of one pixel (``pixel`` and ``channel`` unused: one step per pixel).
+
+        The indicator is a Gumbel-max draw from logits / temperature; each channel
+        is mean + s * temperature * logit(u), rounded to its bin (ceil(y - 0.5),
+        the QuantizedDistribution convention) and clipped to 0..255; later
+        channels' means use the earlier channels' drawn values.
+
+        Returns:
+          [B, C] float values in 0..255.
+        """
+        logits, means, log_scales, coeffs = self.split(pixel_params)
+        k = self.num_mixtures
+        noise = _uniform((ops.shape(logits)[0], k + self.channels), key)
+        component = ops.one_hot(_gumbel_argmax(logits / temperature, noise[:, :k]), k)  # [B, K]
+        pick = lambda t: ops.sum(t * component[..., None, :], axis=-1)  # [B, rows, K] -> [B, rows]
+        means, scales, coeffs = pick(means), ops.exp(pick(log_scales)) * temperature, pick(coeffs)
+        values, pair = [], 0
+        for c in range(self.channels):
+            mean = means[:, c]
+            for earlier in range(c):
+                mean = mean + coeffs[:, pair] * (values[earlier] / 127.5 - 1.0)
+                pair += 1
+            u = noise[:, k + c]
+            y = 127.5 * (mean + scales[:, c] * (ops.log(u) - ops.log1p(-u)) + 1.0)
+            values.append(ops.clip(ops.ceil(y - 0.5), 0.0, PIXEL_LEVELS - 1.0))
+        return ops.stack(values, axis=-1)
+
+
+HEADS = ("softmax", "logistic_mixture")
+
+
+def make_head(name, channels, num_mixtures):
+    """The head called ``name`` for C = ``channels``; ValueError for an unknown name."""
+    if name == "softmax":
+        return SoftmaxHead(channels)
+    if name == "logistic_mixture":
+        return LogisticMixtureHead(channels, num_mixtures)
+    raise ValueError(f"head: expected one of {HEADS}, got {name!r}.")
+
+
+def bits_per_dim(log_prob_nats, image_shape):
+    """Nats per image [B] -> bits per sub-pixel [B]."""
+    return -log_prob_nats / (math.prod(image_shape) * math.log(2.0))

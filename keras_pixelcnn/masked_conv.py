@@ -1,0 +1,163 @@
+"""Masked 2-D convolution: the causal building block of every PixelCNN layer.
+
+A kernel position is *allowed* when the input pixel it reads comes before the
+output pixel in raster order (rows top to bottom, columns left to right). The
+output pixel sits at the kernel's ``anchor``; padding is chosen from the anchor
+so that the output has the input's height and width.
+
+At the anchor itself (the current pixel) the PixelRNN colour masks apply.
+Features are split into ``color_channels`` groups by ``index % color_channels``
+(interleaved, so both halves of a fused tanh/sigmoid output and a reshape of
+the head's ``C * 256`` logits to ``[256, C]`` keep the groups aligned). The
+group of output feature ``o`` may read input feature ``i`` at the current pixel
+when ``group(i) < group(o)`` (mask "A") or ``group(i) <= group(o)`` (mask "B").
+With ``color_channels=1`` this is the pixel-level mask: "A" excludes the whole
+current pixel, "B" includes it.
+
+The mask multiplies the kernel inside ``call``, so the layer is causal from the
+first step whatever the optimizer does to the raw kernel.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+MASK_TYPES = (None, "A", "B")
+
+
+def causal_mask(kernel_size, anchor, in_channels, out_channels, mask_type, color_channels=1):
+    """Builds the 0/1 mask of a masked convolution kernel.
+
+    Args:
+      kernel_size: (kh, kw).
+      anchor: (ay, ax), the kernel position of the output pixel.
+      in_channels, out_channels: feature counts, each divisible by
+        ``color_channels`` when ``color_channels > 1``.
+      mask_type: "A" (current sub-pixel excluded), "B" (included) or None (no
+        mask at all: every kernel position allowed, as in the vertical stack).
+      color_channels: number of colour groups C (1 = pixel-level masking).
+
+    Returns:
+      float32 numpy array [kh, kw, in_channels, out_channels].
+    """
+    kh, kw = kernel_size
+    mask = np.ones((kh, kw, in_channels, out_channels), np.float32)
+    if mask_type is None:
+        return mask
+    ay, ax = anchor
+    mask[ay, ax + 1:] = 0.0  # right of the current pixel
+    mask[ay + 1:] = 0.0  # rows below
+    group_in = np.arange(in_channels) % color_channels
+    group_out = np.arange(out_channels) % color_channels
+    if mask_type == "A":
+        allowed = group_in[:, None] < group_out[None, :]
+    else:
+        allowed = group_in[:, None] <= group_out[None, :]
+    mask[ay, ax] = allowed.astype(np.float32)
+    return mask
+
+
+@keras.saving.register_keras_serializable(package="keras_pixelcnn")
+class MaskedConv2D(keras.layers.Layer):
+    """Convolution whose output at (i, j) sees only pixels before (i, j).
+
+    Args:
+      filters: number of output features.
+      kernel_size: int or (kh, kw).
+      mask_type: "A", "B" or None (see module docstring).
+      color_channels: colour groups C for the current-pixel mask; ``filters``
+        and the input features must be divisible by C when C > 1.
+      anchor: (ay, ax) kernel position of the output pixel; default the centre
+        (kh // 2, kw // 2). The horizontal stack uses (0, kw - 1) with a
+        1 x kw kernel, the vertical stack (kh - 1, kw // 2) with mask None.
+      use_bias, kernel_initializer, bias_initializer: as in keras.layers.Conv2D.
+
+    Shapes:
+      [B, H, W, in] -> [B, H, W, filters].
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        mask_type="B",
+        color_channels=1,
+        anchor=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if mask_type not in MASK_TYPES:
+            raise ValueError(f"mask_type: expected one of {MASK_TYPES}, got {mask_type!r}.")
+        if color_channels < 1 or filters % color_channels:
+            raise ValueError(
+                f"filters: expected a multiple of color_channels={color_channels} "
+                f"(one feature group per colour channel), got {filters}."
+            )
+        self.filters = int(filters)
+        self.kernel_size = (
+            (int(kernel_size), int(kernel_size)) if np.isscalar(kernel_size) else tuple(map(int, kernel_size))
+        )
+        kh, kw = self.kernel_size
+        self.anchor = (kh // 2, kw // 2) if anchor is None else tuple(map(int, anchor))
+        if not (0 <= self.anchor[0] < kh and 0 <= self.anchor[1] < kw):
+            raise ValueError(f"anchor: expected a position inside kernel {self.kernel_size}, got {self.anchor}.")
+        self.mask_type = mask_type
+        self.color_channels = int(color_channels)
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+
+    def build(self, input_shape):
+        in_channels = int(input_shape[-1])
+        if in_channels % self.color_channels:
+            raise ValueError(
+                f"input features: expected a multiple of color_channels={self.color_channels}, got {in_channels}."
+            )
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=self.kernel_size + (in_channels, self.filters),
+            initializer=self.kernel_initializer,
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
+            if self.use_bias
+            else None
+        )
+        self.mask = causal_mask(
+            self.kernel_size, self.anchor, in_channels, self.filters, self.mask_type, self.color_channels
+        )
+
+    @property
+    def padding(self):
+        """((top, bottom), (left, right)) zero padding that keeps H and W."""
+        (kh, kw), (ay, ax) = self.kernel_size, self.anchor
+        return (ay, kh - 1 - ay), (ax, kw - 1 - ax)
+
+    def call(self, inputs):
+        kernel = self.kernel * ops.convert_to_tensor(self.mask, dtype=self.kernel.dtype)
+        if self.kernel_size != (1, 1):
+            inputs = ops.pad(inputs, ((0, 0),) + self.padding + ((0, 0),))
+        outputs = ops.conv(inputs, ops.cast(kernel, inputs.dtype), padding="valid")
+        if self.bias is not None:
+            outputs = outputs + ops.cast(self.bias, outputs.dtype)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            mask_type=self.mask_type,
+            color_channels=self.color_channels,
+            anchor=self.anchor,
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+        )
+        return config

@@ -1,0 +1,390 @@
+"""PixelCNN models: the Gated/Conditional PixelCNN and the original single-stack PixelCNN.
+
+Both share everything but their trunk (``PixelCNNBase``):
+
+  * ``model(images)`` / ``model((images, condition))`` -> the head's parameters:
+    softmax logits [B, H, W, C, 256] or mixture parameters [B, H, W, P];
+  * ``fit`` with the loss built in (bits per dimension), ``log_prob``,
+    ``bits_per_dim`` and ``sample``;
+  * get_config/from_config and ``.keras`` saving.
+
+Images are [B, H, W, C] integers in [0, 255] (uint8, or floats holding whole
+numbers); the network sees them rescaled to [-1, 1]. The condition is integer
+class ids [B] (``num_classes``) or floats [B, D] (``condition_shape=(D,)``).
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_pixelcnn.blocks import GatedBlock, MaskedBlock
+from keras_pixelcnn.conditioning import ConditionNetwork
+from keras_pixelcnn.heads import bits_per_dim, make_head
+from keras_pixelcnn.masked_conv import MaskedConv2D
+from keras_pixelcnn.validation import check_condition, check_images
+
+
+def _split_inputs(inputs):
+    """images | (images,) | (images, condition) -> (images, condition or None)."""
+    while isinstance(inputs, (tuple, list)) and len(inputs) == 1:
+        inputs = inputs[0]
+    if isinstance(inputs, (tuple, list)):
+        if len(inputs) != 2:
+            raise ValueError(
+                f"inputs: expected images or an (images, condition) pair, got a sequence of {len(inputs)} items."
+            )
+        return inputs[0], inputs[1]
+    return inputs, None
+
+
+class PixelCNNBase(keras.Model):
+    """What every PixelCNN here shares; subclasses define ``_make_trunk`` and ``_trunk``.
+
+    Args:
+      image_shape: (H, W, C) of the images, C >= 1.
+      num_layers: layers of the trunk, >= 1.
+      filters: features per layer (p); a multiple of C for the softmax head,
+        whose colour masks split features into C groups.
+      kernel_size: odd, >= 3.
+      head: "softmax" or "logistic_mixture".
+      num_mixtures: K, logistic components of the mixture head.
+      num_classes: condition on integer class ids in [0, num_classes).
+      condition_shape: (D,): condition on float vectors [B, D].
+      spatial_condition: map the condition through the deconvolutional
+        network m(h) and add it as a location-dependent bias (paper eq. 5).
+      dropout: dropout rate inside each layer (training only).
+    """
+
+    def __init__(
+        self,
+        image_shape,
+        num_layers=8,
+        filters=64,
+        kernel_size=5,
+        head="softmax",
+        num_mixtures=5,
+        num_classes=None,
+        condition_shape=None,
+        spatial_condition=False,
+        dropout=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        image_shape = tuple(image_shape) if isinstance(image_shape, (tuple, list)) else image_shape
+        if not isinstance(image_shape, tuple) or len(image_shape) != 3 or not all(
+            isinstance(d, (int, np.integer)) and d >= 1 for d in image_shape
+        ):
+            raise ValueError(f"image_shape: expected (height, width, channels) of positive ints, got {image_shape!r}.")
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.head = make_head(head, self.image_shape[-1], num_mixtures)
+        if head == "logistic_mixture" and (not isinstance(num_mixtures, (int, np.integer)) or num_mixtures < 1):
+            raise ValueError(f"num_mixtures: expected an int >= 1, got {num_mixtures!r}.")
+        if not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
+            raise ValueError(f"num_layers: expected an int >= 1, got {num_layers!r}.")
+        if not isinstance(kernel_size, (int, np.integer)) or kernel_size < 3 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size: expected an odd int >= 3, got {kernel_size!r}.")
+        self.color_channels = 1 if self.head.pixel_level_masks else self.image_shape[-1]
+        if not isinstance(filters, (int, np.integer)) or filters < 1 or filters % self.color_channels:
+            raise ValueError(
+                f"filters: expected a positive multiple of the {self.color_channels} image channels "
+                f"(the softmax head's colour masks split features into one group per channel), got {filters!r}."
+            )
+        if num_classes is not None and condition_shape is not None:
+            raise ValueError(
+                f"num_classes, condition_shape: give one kind of condition, got num_classes={num_classes!r} "
+                f"and condition_shape={condition_shape!r}."
+            )
+        if num_classes is not None and (not isinstance(num_classes, (int, np.integer)) or num_classes < 1):
+            raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}.")
+        if condition_shape is not None:
+            condition_shape = tuple(condition_shape) if isinstance(condition_shape, (tuple, list)) else condition_shape
+            if not isinstance(condition_shape, tuple) or len(condition_shape) != 1 or condition_shape[0] < 1:
+                raise ValueError(f"condition_shape: expected (D,) with D >= 1, got {condition_shape!r}.")
+            condition_shape = (int(condition_shape[0]),)
+        if spatial_condition and num_classes is None and condition_shape is None:
+            raise ValueError("spatial_condition: requires num_classes or condition_shape (a condition to map), got neither.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout: expected a rate in [0, 1), got {dropout!r}.")
+
+        self.num_layers = int(num_layers)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.num_mixtures = int(num_mixtures)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.condition_shape = condition_shape
+        self.spatial_condition = bool(spatial_condition)
+        self.dropout = float(dropout)
+        self.conditioned = num_classes is not None or condition_shape is not None
+
+        self.condition_network = (
+            ConditionNetwork(self.image_shape, self.num_classes, spatial=self.spatial_condition, name="condition")
+            if self.conditioned
+            else None
+        )
+        self._make_trunk()
+        self.head_hidden = MaskedConv2D(self.filters, 1, color_channels=self.color_channels, name="head_hidden")
+        # Zero-initialised: an untrained model predicts the uniform distribution (8 bits/dim, softmax head).
+        self.head_out = MaskedConv2D(
+            self.head.num_outputs, 1, color_channels=self.color_channels, kernel_initializer="zeros", name="head_out"
+        )
+        self.bits_per_dim_tracker = keras.metrics.Mean(name="bits_per_dim")
+        self._sample_function = None
+        self.build()
+
+    # -- construction -------------------------------------------------------------
+
+    def _make_trunk(self):
+        raise NotImplementedError
+
+    def _trunk(self, x, condition, training):
+        """Scaled images [B, H, W, C] and h or s -> features [B, H, W, filters]."""
+        raise NotImplementedError
+
+    def build(self, input_shape=None):
+        """Creates every weight by a symbolic pass (the shapes follow from the config)."""
+        images = keras.KerasTensor((None,) + self.image_shape, dtype="float32")
+        if self.num_classes is not None:
+            condition = keras.KerasTensor((None,), dtype="int32")
+        elif self.condition_shape is not None:
+            condition = keras.KerasTensor((None,) + self.condition_shape, dtype="float32")
+        self.call(images if not self.conditioned else (images, condition))
+        self.built = True
+
+    # -- forward pass ---------------------------------------------------------------
+
+    def _check_inputs(self, images, condition):
+        check_images(images, self.image_shape)
+        check_condition(
+            condition, self.num_classes, self.condition_shape, batch_size=tuple(images.shape)[0] if hasattr(images, "shape") else None
+        )
+
+    def call(self, inputs, training=None):
+        images, condition = _split_inputs(inputs)
+        self._check_inputs(images, condition)
+        x = ops.cast(images, self.compute_dtype) / 127.5 - 1.0
+        h = self.condition_network(condition) if self.conditioned else None
+        features = self._trunk(x, h, training)
+        outputs = self.head_out(ops.relu(self.head_hidden(ops.relu(features))))
+        return self.head.params_from_outputs(outputs)
+
+    # -- likelihood -----------------------------------------------------------------
+
+    def log_prob(self, images, condition=None):
+        """Log-likelihood in nats of each image: [B, H, W, C] (+ condition) -> float32 [B]."""
+        self._check_inputs(images, condition)
+        params = self(images if condition is None else (images, condition), training=False)
+        return self.head.log_prob(params, images)
+
+    def bits_per_dim(self, images, condition=None):
+        """Negative log-likelihood in bits per sub-pixel of each image -> float32 [B]."""
+        return bits_per_dim(self.log_prob(images, condition), self.image_shape)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Mean bits per dimension of the batch (so learning rates carry across image sizes)."""
+        images, _ = _split_inputs(x)
+        loss = ops.mean(bits_per_dim(self.head.log_prob(y_pred, images), self.image_shape))
+        self.bits_per_dim_tracker.update_state(loss)
+        if self.losses:
+            loss = loss + ops.sum(self.losses)
+        return loss
+
+    # -- fit / evaluate / predict: a 2-tuple of data is (images, condition), never (x, y)
+
+    def _check_data(self, x, y):
+        if y is not None:
+            raise ValueError(
+                "y: PixelCNN models learn from images alone (the loss is built in); "
+                "pass a condition as x=(images, condition), got y."
+            )
+        spec = getattr(x, "element_spec", None)
+        images, condition = _split_inputs(spec if spec is not None else x)
+        if images is None or not hasattr(images, "shape") and not isinstance(images, (list, np.ndarray)):
+            return  # generators and other sources are checked by their batches' shapes
+        self._check_inputs(images, condition)
+
+    def fit(self, x=None, y=None, **kwargs):
+        self._check_data(x, y)
+        return super().fit(x, **kwargs)
+
+    def evaluate(self, x=None, y=None, **kwargs):
+        self._check_data(x, y)
+        return super().evaluate(x, **kwargs)
+
+    def train_step(self, *args):
+        *state, data = args  # TF/torch: (data,); JAX: (state, data)
+        return super().train_step(*state, (_split_inputs(data),))
+
+    def test_step(self, *args):
+        *state, data = args
+        return super().test_step(*state, (_split_inputs(data),))
+
+    def predict_step(self, *args):
+        *state, data = args
+        return super().predict_step(*state, (_split_inputs(data),))
+
+    # -- sampling -----------------------------------------------------------------
+
+    def sample(self, num_samples=None, condition=None, temperature=1.0, seed=None):
+        """Draws images autoregressively (naive: one forward pass per step).
+
+        Args:
+          num_samples: number of images; required for unconditional models,
+            optional (must equal len(condition)) for conditional ones.
+          condition: class ids [B] or floats [B, D] for conditional models.
+          temperature: > 0; divides the logits (softmax, mixture weights) and
+            multiplies the logistic scales.
+          seed: int, two ints, or None for a fresh seed. Draws are keyed by
+            (seed, step index): the same seed gives the same images.
+
+        Returns:
+          uint8 tensor [B, H, W, C].
+        """
+        import tensorflow as tf
+
+        from keras_pixelcnn.sampling import normalize_seed, sample_naive
+
+        if self.conditioned:
+            check_condition(condition, self.num_classes, self.condition_shape)
+            batch_size = int(np.shape(condition)[0])
+            if num_samples is not None and num_samples != batch_size:
+                raise ValueError(
+                    f"num_samples: expected None or len(condition)={batch_size} for a conditional model, got {num_samples!r}."
+                )
+        else:
+            check_condition(condition, None, None)
+            if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+                raise ValueError(f"num_samples: expected an int >= 1 for an unconditional model, got {num_samples!r}.")
+            batch_size = int(num_samples)
+        if batch_size < 1:
+            raise ValueError(f"condition: expected at least one entry, got {batch_size}.")
+        if not np.isscalar(temperature) or not temperature > 0:
+            raise ValueError(f"temperature: expected a number > 0, got {temperature!r}.")
+        if self._sample_function is None:
+            self._sample_function = tf.function(
+                lambda b, c, t, s: sample_naive(self, b, c, t, s), reduce_retracing=True
+            )
+        if condition is not None:
+            condition = tf.convert_to_tensor(condition, tf.int32 if self.num_classes is not None else tf.float32)
+        return self._sample_function(
+            tf.constant(batch_size, tf.int32),
+            condition,
+            tf.constant(temperature, tf.float32),
+            tf.constant(normalize_seed(seed), tf.int64),
+        )
+
+    # -- serialization ------------------------------------------------------------
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "image_shape": self.image_shape,
+            "num_layers": self.num_layers,
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "head": self.head.name,
+            "num_mixtures": self.num_mixtures,
+            "num_classes": self.num_classes,
+            "condition_shape": self.condition_shape,
+            "spatial_condition": self.spatial_condition,
+            "dropout": self.dropout,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_pixelcnn")
+class ConditionalPixelCNN(PixelCNNBase):
+    """Gated PixelCNN with vertical and horizontal stacks, optionally conditional.
+
+    van den Oord et al. 2016, "Conditional Image Generation with PixelCNN
+    Decoders": ``num_layers`` GatedBlocks (blocks.py); the first uses mask "A".
+    Unconditional when neither ``num_classes`` nor ``condition_shape`` is given.
+
+    Args (beyond PixelCNNBase):
+      skip_connections: sum 1x1 skip outputs of every layer into the head's
+        input instead of using the last horizontal output.
+
+    Example:
+      model = ConditionalPixelCNN((28, 28, 1), num_layers=12, filters=64, num_classes=10)
+      model.compile(optimizer="adam")
+      model.fit((images, labels), batch_size=32, epochs=10)
+      samples = model.sample(condition=[0, 1, 2], seed=0)   # uint8 [3, 28, 28, 1]
+    """
+
+    def __init__(self, image_shape, *args, skip_connections=False, **kwargs):
+        self.skip_connections = bool(skip_connections)
+        super().__init__(image_shape, *args, **kwargs)
+
+    def _make_trunk(self):
+        self.blocks = [
+            GatedBlock(
+                self.filters,
+                self.kernel_size,
+                first=index == 0,
+                color_channels=self.color_channels,
+                conditioned=self.conditioned,
+                condition_vertical=index < self.num_layers - 1,
+                skip=self.skip_connections,
+                dropout=self.dropout,
+                name=f"gated_{index}",
+            )
+            for index in range(self.num_layers)
+        ]
+
+    def _trunk(self, x, condition, training):
+        v = h = x
+        skips = []
+        for block in self.blocks:
+            v, h, *skip = block(v, h, condition, training=training)
+            skips += skip
+        return sum(skips[1:], skips[0]) if self.skip_connections else h
+
+    def get_config(self):
+        return {**super().get_config(), "skip_connections": self.skip_connections}
+
+
+@keras.saving.register_keras_serializable(package="keras_pixelcnn")
+class PixelCNN(PixelCNNBase):
+    """The original single-stack masked PixelCNN (blind spot and all), for ablations.
+
+    ``num_layers`` n x n masked convolutions (mask "A" first, "B" after) with
+    ReLU units, or gated units with ``gated=True``; residual connections after
+    the first layer; conditioning as in ConditionalPixelCNN. Same constructor
+    arguments and methods as ConditionalPixelCNN, plus ``gated``.
+    """
+
+    def __init__(self, image_shape, *args, gated=False, **kwargs):
+        self.gated = bool(gated)
+        super().__init__(image_shape, *args, **kwargs)
+
+    def _make_trunk(self):
+        self.blocks = [
+            MaskedBlock(
+                self.filters,
+                self.kernel_size,
+                first=index == 0,
+                color_channels=self.color_channels,
+                conditioned=self.conditioned,
+                gated=self.gated,
+                dropout=self.dropout,
+                name=f"masked_{index}",
+            )
+            for index in range(self.num_layers)
+        ]
+
+    def _trunk(self, x, condition, training):
+        for block in self.blocks:
+            x = block(x, condition, training=training)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "gated": self.gated}

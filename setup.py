@@ -1,0 +1,28 @@
+"""keras-pixelcnn: Gated and Conditional PixelCNN (van den Oord et al. 2016) for Keras 3."""
+from setuptools import find_packages, setup
+
+setup(
+    name="keras-pixelcnn",
+    version="0.1.0",
+    description="Gated / Conditional PixelCNN decoders as Keras 3 layers and models",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["keras_pixelcnn", "keras_pixelcnn.*"]),
+    install_requires=[
+        # Tested with exactly these minor versions (see BUILD_NOTES.md).
+        "keras>=3.15.1,<3.16",
+        "numpy>=1.26,<2.5",
+        "tensorflow~=2.21.0",
+        # tensorflow-probability imports tf_keras at import time.
+        "tf-keras~=2.21.0",
+        "tensorflow-probability~=0.25.0",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "jax==0.10.2",
+            "jaxlib==0.10.2",
+        ],
+    },
+)
