@@ -14,9 +14,10 @@ def concrete_value(x):
     if isinstance(x, (np.ndarray, np.generic, int, float, list, tuple)):
         return np.asarray(x)
     try:
-        return ops.convert_to_numpy(x)
+        values = x.numpy() if hasattr(x, "numpy") else ops.convert_to_numpy(x)
     except Exception:  # symbolic tensor or tracer: values unknown until run time
         return None
+    return None if values.dtype == object else values  # e.g. a tf.TensorSpec
 
 
 def static_shape(x):
