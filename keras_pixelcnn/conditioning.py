@@ -38,10 +38,11 @@ class ConditionNetwork(keras.layers.Layer):
             height, width, _ = self.image_shape
             self._grid = (math.ceil(height / 4), math.ceil(width / 4))
             self.seed_dense = keras.layers.Dense(self._grid[0] * self._grid[1] * self.spatial_channels, name="seed")
-            self.deconvs = [
+            # Attributes, not a list: Keras 3 lists are invisible to tf.train.Checkpoint.
+            self.deconv_0, self.deconv_1 = (
                 keras.layers.Conv2DTranspose(self.spatial_channels, 3, strides=2, padding="same", name=f"deconv_{i}")
                 for i in range(2)
-            ]
+            )
 
     def build(self, condition_shape):
         if not self.spatial:
@@ -49,7 +50,7 @@ class ConditionNetwork(keras.layers.Layer):
         depth = self.num_classes if self.num_classes is not None else int(condition_shape[-1])
         self.seed_dense.build((None, depth))
         grid_shape = (None,) + self._grid + (self.spatial_channels,)
-        for deconv in self.deconvs:
+        for deconv in (self.deconv_0, self.deconv_1):
             deconv.build(grid_shape)
             grid_shape = deconv.compute_output_shape(grid_shape)
 
@@ -61,7 +62,7 @@ class ConditionNetwork(keras.layers.Layer):
         if not self.spatial:
             return h
         s = ops.reshape(self.seed_dense(h), (-1,) + self._grid + (self.spatial_channels,))
-        for deconv in self.deconvs:
+        for deconv in (self.deconv_0, self.deconv_1):
             s = deconv(ops.relu(s))
         height, width, _ = self.image_shape
         return s[:, :height, :width, :]

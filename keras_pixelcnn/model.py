@@ -136,7 +136,21 @@ class PixelCNNBase(keras.Model):
     # -- construction -------------------------------------------------------------
 
     def _make_trunk(self):
+        """Creates the layers (``self._add_blocks``)."""
         raise NotImplementedError
+
+    def _add_blocks(self, blocks):
+        # One attribute per block, not a list: Keras 3 lists of layers are invisible
+        # to tf.train.Checkpoint, which the trainers use.
+        self._block_names = []
+        for block in blocks:
+            setattr(self, block.name, block)
+            self._block_names.append(block.name)
+
+    @property
+    def blocks(self):
+        """The trunk's layers, in order."""
+        return [getattr(self, name) for name in self._block_names]
 
     def _trunk(self, x, condition, training):
         """Scaled images [B, H, W, C] and h or s -> features [B, H, W, filters]."""
@@ -325,7 +339,7 @@ class ConditionalPixelCNN(PixelCNNBase):
         super().__init__(image_shape, *args, **kwargs)
 
     def _make_trunk(self):
-        self.blocks = [
+        self._add_blocks(
             GatedBlock(
                 self.filters,
                 self.kernel_size,
@@ -338,7 +352,7 @@ class ConditionalPixelCNN(PixelCNNBase):
                 name=f"gated_{index}",
             )
             for index in range(self.num_layers)
-        ]
+        )
 
     def _trunk(self, x, condition, training):
         v = h = x
@@ -367,7 +381,7 @@ class PixelCNN(PixelCNNBase):
         super().__init__(image_shape, *args, **kwargs)
 
     def _make_trunk(self):
-        self.blocks = [
+        self._add_blocks(
             MaskedBlock(
                 self.filters,
                 self.kernel_size,
@@ -379,7 +393,7 @@ class PixelCNN(PixelCNNBase):
                 name=f"masked_{index}",
             )
             for index in range(self.num_layers)
-        ]
+        )
 
     def _trunk(self, x, condition, training):
         for block in self.blocks:

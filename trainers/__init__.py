@@ -1,0 +1,1 @@
+"""Training, evaluation and sampling binaries for keras_pixelcnn models (absl flags)."""

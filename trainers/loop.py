@@ -1,0 +1,120 @@
+"""The distributed training step, evaluation, and EMA weight swapping.
+
+One custom loop serves every strategy (default, MirroredStrategy,
+MultiWorkerMirroredStrategy): Keras 3 ``fit`` fails under
+MultiWorkerMirroredStrategy on TF 2.21 (keras-team/keras#20585), and one loop
+keeps the three paths identical.
+
+Loss scaling across replicas: each replica's loss is the sum of its examples'
+bits/dim divided by the *global* batch size (``tf.nn.compute_average_loss``);
+the Keras optimizer all-reduces gradients with SUM, so the applied gradient is
+exactly the single-device gradient of the global batch mean.
+"""
+
+import contextlib
+
+import tensorflow as tf
+
+from keras_pixelcnn.heads import bits_per_dim
+
+
+def read_scalar(value):
+    """A Python number from a scalar tensor or (possibly mirrored) variable."""
+    return tf.convert_to_tensor(value).numpy().item()
+
+
+def model_inputs(model, images, labels):
+    return (images, labels) if model.conditioned else images
+
+
+def make_train_step(model, optimizer, strategy, global_batch_size, clip_norm=0.0, jit_compile=False):
+    """A tf.function ``step(distributed_batch) -> mean loss (bits/dim) of the global batch``.
+
+    Args:
+      model: a PixelCNN model created under ``strategy.scope()``.
+      optimizer: a Keras optimizer (optionally a LossScaleOptimizer) built on
+        ``model.trainable_variables`` under the same scope.
+      strategy: the tf.distribute strategy.
+      global_batch_size: examples per step over all replicas.
+      clip_norm: > 0 clips the *global* gradient (after the all-reduce) to this norm.
+      jit_compile: XLA-compile the forward and backward pass of each replica
+        (the optimizer update, which all-reduces, stays outside XLA).
+    """
+    variables = model.trainable_variables
+    num_replicas = strategy.num_replicas_in_sync
+
+    def loss_and_grads(images, labels):
+        with tf.GradientTape() as tape:
+            params = model(model_inputs(model, images, labels), training=True)
+            per_example = bits_per_dim(model.head.log_prob(params, images), model.image_shape)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            scaled_loss = optimizer.scale_loss(loss)
+        return loss, tape.gradient(scaled_loss, variables)
+
+    if jit_compile:
+        loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
+
+    def replica_step(images, labels):
+        loss, grads = loss_and_grads(images, labels)
+        if clip_norm > 0:
+            # Clip the global gradient: sum the replicas' parts first, then hand the
+            # optimizer 1/N of the clipped sum, which its own SUM all-reduce restores.
+            context = tf.distribute.get_replica_context()
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads) if num_replicas > 1 else grads
+            grads, _ = tf.clip_by_global_norm(grads, clip_norm)
+            grads = [g / num_replicas for g in grads]
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss
+
+    @tf.function
+    def train_step(batch):
+        per_replica = strategy.run(replica_step, args=batch)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return train_step
+
+
+def make_evaluator(model):
+    """``evaluate(dataset) -> mean bits/dim`` over all images of an (images, labels) dataset."""
+
+    @tf.function
+    def batch_bits(images, labels):
+        params = model(model_inputs(model, images, labels), training=False)
+        return tf.reduce_sum(bits_per_dim(model.head.log_prob(params, images), model.image_shape)), tf.shape(images)[0]
+
+    def evaluate(dataset):
+        total, count = 0.0, 0
+        for images, labels in dataset:
+            bits, n = batch_bits(images, labels)
+            total, count = total + float(bits), count + int(n)
+        return total / max(count, 1)
+
+    return evaluate
+
+
+def _base_optimizer(optimizer):
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+@contextlib.contextmanager
+def ema_weights(optimizer):
+    """Temporarily swaps the Polyak averages into the model's variables.
+
+    A no-op without EMA, and before the first step (the averages start at zero
+    and take the weights' value on the first update).
+    """
+    base = _base_optimizer(optimizer)
+    if not base.use_ema or read_scalar(base.iterations) == 0:
+        yield
+        return
+    variables = base._trainable_variables
+    backup = [tf.identity(v.value) for v in variables]
+    for variable, average in zip(variables, base._model_variables_moving_average):
+        variable.assign(average)
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, backup):
+            variable.assign(value)
