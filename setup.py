@@ -8,7 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["keras_pixelcnn", "keras_pixelcnn.*"]),
+    packages=find_packages(include=["keras_pixelcnn", "keras_pixelcnn.*", "trainers", "export"]),
     install_requires=[
         # Tested with exactly these minor versions (see BUILD_NOTES.md).
         "keras>=3.15.1,<3.16",
@@ -17,7 +17,20 @@ setup(
         # tensorflow-probability imports tf_keras at import time.
         "tf-keras~=2.21.0",
         "tensorflow-probability~=0.25.0",
+        # trainers/: flags, TensorBoard summaries, tfds data, the embedded digits.
+        "absl-py>=2.1,<3",
+        "tensorboard~=2.21.0",
+        "tensorflow-datasets~=4.9.10",
+        "importlib_resources>=6",  # used by tfds 4.9.10, not declared by it
+        "scikit-learn>=1.5,<2",
     ],
+    entry_points={
+        "console_scripts": [
+            "pixelcnn-train=trainers.train:run",
+            "pixelcnn-evaluate=trainers.evaluate:run",
+            "pixelcnn-sample=trainers.sample:run",
+        ],
+    },
     extras_require={
         "test": [
             "pytest>=8,<10",
