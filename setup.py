@@ -23,12 +23,17 @@ setup(
         "tensorflow-datasets~=4.9.10",
         "importlib_resources>=6",  # used by tfds 4.9.10, not declared by it
         "scikit-learn>=1.5,<2",
+        # export/: warm-up requests and the gRPC client example.
+        "tensorflow-serving-api~=2.21.0",
+        "grpcio>=1.24.3,<2",
     ],
     entry_points={
         "console_scripts": [
             "pixelcnn-train=trainers.train:run",
             "pixelcnn-evaluate=trainers.evaluate:run",
             "pixelcnn-sample=trainers.sample:run",
+            "pixelcnn-export=export.export:run",
+            "pixelcnn-grpc-client=export.grpc_client:run",
         ],
     },
     extras_require={

@@ -7,6 +7,7 @@ the mixture likelihood, sampling and export use TensorFlow, imported lazily.
 
 from keras_pixelcnn.blocks import GatedBlock, MaskedBlock, gate, shift_down
 from keras_pixelcnn.conditioning import ConditionNetwork
+from keras_pixelcnn.export_lib import export_saved_model
 from keras_pixelcnn.heads import HEADS, LogisticMixtureHead, SoftmaxHead, make_head
 from keras_pixelcnn.masked_conv import MaskedConv2D, causal_mask
 from keras_pixelcnn.model import ConditionalPixelCNN, PixelCNN, PixelCNNBase
@@ -25,6 +26,7 @@ __all__ = [
     "PixelCNNBase",
     "SoftmaxHead",
     "causal_mask",
+    "export_saved_model",
     "gate",
     "make_head",
     "shift_down",

@@ -273,8 +273,8 @@ class PixelCNNBase(keras.Model):
             batch_size = int(num_samples)
         if batch_size < 1:
             raise ValueError(f"condition: expected at least one entry, got {batch_size}.")
-        if not np.isscalar(temperature) or not temperature > 0:
-            raise ValueError(f"temperature: expected a number > 0, got {temperature!r}.")
+        if not np.isscalar(temperature) or not 0 < temperature < np.inf:
+            raise ValueError(f"temperature: expected a finite number > 0, got {temperature!r}.")
         if self._sample_function is None:
             self._sample_function = tf.function(
                 lambda b, c, t, s: sample_naive(self, b, c, t, s), reduce_retracing=True

@@ -90,6 +90,10 @@ def load_model(model_dir, checkpoint=None):
 
     Returns:
       (model, description) where description says what was loaded.
+
+    Raises:
+      FileNotFoundError: nothing to load; ValueError: a checkpoint that does not
+        fit model_config.json. Both messages start with the argument at fault.
     """
     import keras
     import tensorflow as tf
@@ -105,5 +109,11 @@ def load_model(model_dir, checkpoint=None):
     if prefix is None:
         raise FileNotFoundError(f"model_dir: {model_dir} holds neither {FINAL_MODEL} nor a checkpoint.")
     model = model_from_config(model_dir)
-    tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+    try:
+        tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:  # never hand back a partly restored model
+        which = f"checkpoint: {checkpoint}" if checkpoint else f"model_dir: the latest checkpoint {prefix}"
+        raise ValueError(
+            f"{which} does not fit the model of {MODEL_CONFIG}: {str(error).splitlines()[0][:300]}"
+        ) from error
     return model, prefix

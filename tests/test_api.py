@@ -147,7 +147,8 @@ def test_bad_inputs_raise_clear_errors(kwargs, images, condition, pattern, entry
     [
         ({}, dict(num_samples=0), "num_samples: expected an int >= 1"),
         ({}, dict(num_samples=2, condition=np.array([1, 2])), "condition: this model is unconditional"),
-        ({}, dict(num_samples=2, temperature=0.0), "temperature: expected a number > 0"),
+        ({}, dict(num_samples=2, temperature=0.0), "temperature: expected a finite number > 0"),
+        ({}, dict(num_samples=2, temperature=float("inf")), "temperature: expected a finite number > 0"),
         ({}, dict(num_samples=2, seed=[1, 2, 3]), "seed: expected None, an int or 2 ints"),
         (CLASS_MODEL, dict(), "condition: this model is conditional"),
         (CLASS_MODEL, dict(condition=np.array([5])), r"condition: expected class ids in \[0, 3\)"),

@@ -34,8 +34,8 @@ def load_trained_model():
         raise app.UsageError("--model_dir: required.")
     try:
         model, source = load_model(FLAGS.model_dir, FLAGS.checkpoint)
-    except FileNotFoundError as error:
-        raise app.UsageError(str(error))
+    except (FileNotFoundError, ValueError) as error:  # messages start with the argument at fault
+        raise app.UsageError(f"--{error}") from error
     logging.info("Loaded %s", source)
     return model
 

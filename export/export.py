@@ -1,0 +1,72 @@
+r"""Exports a trained PixelCNN for TF-Serving as <export_base>/<version>/.
+
+Usage:
+  python -m export.export --model_dir=runs/mnist --export_base=/models/pixelcnn
+  pixelcnn-export --model_dir=runs/mnist --export_base=/models/pixelcnn --version=3
+
+What is exported from --model_dir (layout: keras_pixelcnn/model_dir.py):
+  * --checkpoint if given (a prefix, or a name such as ckpt-3 in checkpoints/),
+    restored into the architecture of model_config.json;
+  * else model.keras, the final model;
+  * else the latest checkpoint in checkpoints/.
+
+The version directory appears atomically (built under a non-numeric name beside
+it, then renamed); keras_pixelcnn/export_lib.py describes the signatures.
+"""
+
+from absl import app, flags
+
+from trainers import common_flags  # noqa: F401  (--model_dir and --checkpoint, shared with the trainers)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("export_base", None, "TF-Serving model base path; versions are written as <export_base>/<N>/.")
+flags.DEFINE_integer("version", None, "Version to write (must not exist); default: one more than the largest.")
+
+
+def export_from_model_dir(model_dir, export_base, version=None, checkpoint=None):
+    """Loads the trained model of ``model_dir`` and exports it (keras_pixelcnn.export_saved_model).
+
+    Args:
+      model_dir: a training directory.
+      export_base: TF-Serving's model base path.
+      version: int >= 1, or None for the next free version.
+      checkpoint: None (model.keras, else the latest checkpoint), or a
+        checkpoint prefix or name in checkpoints/.
+
+    Returns:
+      The path of the new version directory.
+
+    Raises:
+      app.UsageError: nothing to export, or a bad argument; the message names the flag.
+    """
+    from keras_pixelcnn.export_lib import export_saved_model
+    from keras_pixelcnn.model_dir import load_model
+
+    try:
+        model, source = load_model(model_dir, checkpoint)
+    except (FileNotFoundError, ValueError) as error:  # messages start with the argument at fault
+        raise app.UsageError(f"--{error}") from error
+    try:
+        path = export_saved_model(model, export_base, version)
+    except ValueError as error:
+        raise app.UsageError(f"--export_base={export_base} --version={version}: {error}") from error
+    print(f"Exported {source} to {path}")
+    return path
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for name in ("model_dir", "export_base"):
+        if not FLAGS[name].value:
+            raise app.UsageError(f"--{name}: required.")
+    export_from_model_dir(FLAGS.model_dir, FLAGS.export_base, FLAGS.version, FLAGS.checkpoint)
+
+
+def run():
+    """Console-script entry point (``pixelcnn-export``)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

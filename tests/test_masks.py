@@ -1,0 +1,56 @@
+"""The masks themselves: exact values, and causality from the first step whatever the raw kernel holds."""
+
+import numpy as np
+import pytest
+
+import keras_pixelcnn as kp
+
+
+def test_colour_mask_a_and_b_at_the_current_pixel():
+    # 3x3 kernel, 3 input channels (R, G, B), 6 output features (groups 0,1,2,0,1,2).
+    mask_a = kp.causal_mask((3, 3), (1, 1), 3, 6, "A", color_channels=3)
+    mask_b = kp.causal_mask((3, 3), (1, 1), 3, 6, "B", color_channels=3)
+    for mask in (mask_a, mask_b):
+        assert np.all(mask[0] == 1) and np.all(mask[1, 0] == 1)  # the row above, the pixel to the left
+        assert np.all(mask[1, 2] == 0) and np.all(mask[2] == 0)  # right of it, rows below
+    group_out = np.arange(6) % 3
+    np.testing.assert_array_equal(mask_a[1, 1], (np.arange(3)[:, None] < group_out[None, :]).astype(np.float32))
+    np.testing.assert_array_equal(mask_b[1, 1], (np.arange(3)[:, None] <= group_out[None, :]).astype(np.float32))
+    assert mask_a[1, 1, :, 0].sum() == 0  # R sees no channel of the current pixel
+    assert list(mask_a[1, 1, :, 2]) == [1, 1, 0]  # B sees R and G
+
+
+def test_pixel_level_and_unmasked_kernels():
+    pixel_a = kp.causal_mask((1, 3), (0, 2), 4, 4, "A")
+    np.testing.assert_array_equal(pixel_a[0, 2], 0)  # no channel of the current pixel
+    np.testing.assert_array_equal(pixel_a[0, :2], 1)
+    np.testing.assert_array_equal(kp.causal_mask((1, 3), (0, 2), 4, 4, "B")[0, 2], 1)
+    np.testing.assert_array_equal(kp.causal_mask((2, 3), (1, 1), 4, 4, None), 1)  # the vertical stack
+
+
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+def test_mask_is_applied_in_the_forward_pass(mask_type):
+    """With the raw kernel all ones, outputs still ignore every masked input."""
+    layer = kp.MaskedConv2D(3, 3, mask_type=mask_type, color_channels=3)
+    layer.build((None, 4, 4, 3))
+    layer.kernel.assign(np.ones(layer.kernel.shape, "float32"))
+    base = np.zeros((1, 4, 4, 3), "float32")
+    out = np.asarray(layer(base))
+    for k in range(4 * 4 * 3):
+        i, j, c = np.unravel_index(k, (4, 4, 3))
+        poked = base.copy()
+        poked[0, i, j, c] = 1.0
+        changed = np.asarray(layer(poked))[0] != out[0]  # [H, W, 3]
+        order = (np.arange(16)[:, None] * 3 + np.arange(3)[None, :]).reshape(4, 4, 3)
+        limit = k if mask_type == "A" else k - 1  # outputs at sub-pixels <= limit must not change
+        assert not np.any(changed & (order <= limit)), f"input sub-pixel {k} leaks"
+
+
+def test_anchor_sets_the_padding():
+    assert kp.MaskedConv2D(4, (1, 3), anchor=(0, 2)).padding == ((0, 0), (2, 0))
+    assert kp.MaskedConv2D(4, (2, 5), mask_type=None, anchor=(1, 2)).padding == ((1, 0), (2, 2))
+    assert kp.MaskedConv2D(4, 5).padding == ((2, 2), (2, 2))
+    with pytest.raises(ValueError, match="anchor: expected a position inside kernel"):
+        kp.MaskedConv2D(4, 3, anchor=(3, 0))
+    with pytest.raises(ValueError, match="mask_type: expected one of"):
+        kp.MaskedConv2D(4, 3, mask_type="C")
