@@ -86,7 +86,12 @@ class GatedBlock(keras.layers.Layer):
         half = math.ceil(self.kernel_size / 2)
         p2 = 2 * self.filters
         self.vertical_conv = MaskedConv2D(
-            p2, (half, self.kernel_size), mask_type=None, anchor=(half - 1, self.kernel_size // 2), name="vertical"
+            p2,
+            (half, self.kernel_size),
+            mask_type=None,
+            anchor=(half - 1, self.kernel_size // 2),
+            name="vertical",
+            dtype=self.dtype_policy,
         )
         self.horizontal_conv = MaskedConv2D(
             p2,
@@ -95,21 +100,28 @@ class GatedBlock(keras.layers.Layer):
             color_channels=self.color_channels,
             anchor=(0, half - 1),
             name="horizontal",
+            dtype=self.dtype_policy,
         )
-        self.link = keras.layers.Dense(p2, name="vertical_to_horizontal")
-        self.horizontal_out = MaskedConv2D(self.filters, 1, color_channels=self.color_channels, name="horizontal_out")
+        self.link = keras.layers.Dense(p2, name="vertical_to_horizontal", dtype=self.dtype_policy)
+        self.horizontal_out = MaskedConv2D(
+            self.filters, 1, color_channels=self.color_channels, name="horizontal_out", dtype=self.dtype_policy
+        )
         self.skip_out = (
-            MaskedConv2D(self.filters, 1, color_channels=self.color_channels, name="skip_out") if self.skip else None
+            MaskedConv2D(self.filters, 1, color_channels=self.color_channels, name="skip_out", dtype=self.dtype_policy)
+            if self.skip
+            else None
         )
         self.vertical_condition = (
-            keras.layers.Dense(p2, use_bias=False, name="vertical_condition")
+            keras.layers.Dense(p2, use_bias=False, name="vertical_condition", dtype=self.dtype_policy)
             if conditioned and condition_vertical
             else None
         )
         self.horizontal_condition = (
-            keras.layers.Dense(p2, use_bias=False, name="horizontal_condition") if conditioned else None
+            keras.layers.Dense(p2, use_bias=False, name="horizontal_condition", dtype=self.dtype_policy)
+            if conditioned
+            else None
         )
-        self.dropout_layer = keras.layers.Dropout(self.dropout) if self.dropout else None
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy) if self.dropout else None
 
     def build(self, v_shape, h_shape=None, condition_shape=None):
         h_shape = v_shape if h_shape is None else h_shape
@@ -136,15 +148,50 @@ class GatedBlock(keras.layers.Layer):
         v_bias, h_bias = self.condition_biases(condition)
         v_pre = self.vertical_conv(v)
         v_out = gate(v_pre + v_bias)
-        h_gated = gate(self.horizontal_conv(h) + self.link(shift_down(v_pre)) + h_bias)
+        return (v_out,) + self._horizontal(self.horizontal_conv(h), self.link(shift_down(v_pre)), h_bias, h, training)
+
+    def _horizontal(self, h_conv, link, h_bias, h, training=None):
+        """The horizontal stack after its convolution: gate, 1x1 output, residual, skip."""
+        h_gated = gate(h_conv + link + h_bias)
         if self.dropout_layer is not None:
             h_gated = self.dropout_layer(h_gated, training=training)
         h_out = self.horizontal_out(h_gated)
         if not self.first:
             h_out = h_out + h
         if self.skip_out is None:
-            return v_out, h_out
-        return v_out, h_out, self.skip_out(h_gated)
+            return (h_out,)
+        return h_out, self.skip_out(h_gated)
+
+    # -- one row / one pixel at a time, for the cached sampler (inference only) --------
+
+    def vertical_row(self, window, v_bias):
+        """The vertical stack for one row from the ceil(n/2) rows ending at it.
+
+        Args:
+          window: [B, ceil(n/2), W + n - 1, F], the layer's vertical input,
+            zero-padded by n // 2 columns on each side (zero rows above row 0).
+          v_bias: the vertical condition term for that row (broadcastable to [B, 1, W, 2p]).
+
+        Returns:
+          (v_pre [B, 1, W, 2p], v_out [B, 1, W, p]): the pre-activation feeds the
+          link into the next row's horizontal stack; v_out the next layer.
+        """
+        v_pre = self.vertical_conv.conv_valid(window)
+        return v_pre, gate(v_pre + v_bias)
+
+    def horizontal_pixel(self, window, link, h_bias):
+        """The horizontal stack at one pixel from the ceil(n/2) columns ending at it.
+
+        Args:
+          window: [B, 1, ceil(n/2), F], the layer's horizontal input at the pixel
+            and to its left (zeros left of column 0).
+          link: ``link(v_pre)`` of the row above at this pixel, [B, 1, 1, 2p].
+          h_bias: the horizontal condition term at this pixel.
+
+        Returns:
+          (h_out,) or (h_out, skip), each [B, 1, 1, p].
+        """
+        return self._horizontal(self.horizontal_conv.conv_valid(window), link, h_bias, window[:, :, -1:])
 
     def get_config(self):
         config = super().get_config()
@@ -188,10 +235,19 @@ class MaskedBlock(keras.layers.Layer):
         self.dropout = float(dropout)
         width = 2 * self.filters if self.gated else self.filters
         self.conv = MaskedConv2D(
-            width, self.kernel_size, mask_type="A" if first else "B", color_channels=self.color_channels, name="conv"
+            width,
+            self.kernel_size,
+            mask_type="A" if first else "B",
+            color_channels=self.color_channels,
+            name="conv",
+            dtype=self.dtype_policy,
         )
-        self.condition_dense = keras.layers.Dense(width, use_bias=False, name="condition") if conditioned else None
-        self.dropout_layer = keras.layers.Dropout(self.dropout) if self.dropout else None
+        self.condition_dense = (
+            keras.layers.Dense(width, use_bias=False, name="condition", dtype=self.dtype_policy)
+            if conditioned
+            else None
+        )
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy) if self.dropout else None
 
     def build(self, x_shape, condition_shape=None):
         self.conv.build(x_shape)

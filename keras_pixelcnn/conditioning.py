@@ -37,10 +37,14 @@ class ConditionNetwork(keras.layers.Layer):
         if self.spatial:
             height, width, _ = self.image_shape
             self._grid = (math.ceil(height / 4), math.ceil(width / 4))
-            self.seed_dense = keras.layers.Dense(self._grid[0] * self._grid[1] * self.spatial_channels, name="seed")
+            self.seed_dense = keras.layers.Dense(
+                self._grid[0] * self._grid[1] * self.spatial_channels, name="seed", dtype=self.dtype_policy
+            )
             # Attributes, not a list: Keras 3 lists are invisible to tf.train.Checkpoint.
             self.deconv_0, self.deconv_1 = (
-                keras.layers.Conv2DTranspose(self.spatial_channels, 3, strides=2, padding="same", name=f"deconv_{i}")
+                keras.layers.Conv2DTranspose(
+                    self.spatial_channels, 3, strides=2, padding="same", name=f"deconv_{i}", dtype=self.dtype_policy
+                )
                 for i in range(2)
             )
 

@@ -12,6 +12,19 @@ Signatures (flat dicts of named tensors, dynamic batch dimension B):
     ``condition`` for conditional models. Outputs: ``log_prob`` (nats) and
     ``bits_per_dim``, float32 [B].
 
+A ``PixelCNNAutoEncoder`` (or ``EmbeddingConditionedPixelCNN``) exports four:
+
+  * ``encode``: ``images`` uint8 [B, H, W, C] -> ``condition`` float32 [B, D],
+    the codes h, equal to ``model.encode(images)``.
+  * ``serving_default``: sampling from codes, the decoder's vector-conditioned
+    signature above (``condition``, ``seed``, ``temperature`` -> ``images``),
+    identical to ``model.sample(condition, temperature, seed)``.
+  * ``reconstruct``: ``images``, ``seed``, ``temperature`` -> ``images``, one
+    sampled reconstruction per input, identical to
+    ``model.reconstruct(images, 1, temperature, seed)[:, 0]``.
+  * ``log_prob``: ``images`` -> ``log_prob`` (nats) and ``bits_per_dim`` of
+    each image given its own code, equal to ``model.log_prob(images)``.
+
 Bad requests fail inside the graph with INVALID_ARGUMENT and a message naming
 the input: ``tf.debugging`` assert ops under control dependencies (so they
 also run in TF-Serving's session loader) check every input's shape against the
@@ -32,6 +45,8 @@ import numpy as np
 
 SAMPLE_SIGNATURE = "serving_default"
 LOG_PROB_SIGNATURE = "log_prob"
+ENCODE_SIGNATURE = "encode"
+RECONSTRUCT_SIGNATURE = "reconstruct"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 TEMP_PREFIX = ".tmp-export-"
 
@@ -64,6 +79,30 @@ def signature_specs(model):
     sample_specs["temperature"] = tf.TensorSpec([], tf.float32, name="temperature")
     log_prob_specs = {"images": tf.TensorSpec((None,) + model.image_shape, tf.uint8, name="images"), **conditioning}
     return sample_specs, log_prob_specs
+
+
+def autoencoder_signature_specs(model):
+    """Input specs of an auto-encoder's four signatures.
+
+    Args:
+      model: a PixelCNNAutoEncoder (or EmbeddingConditionedPixelCNN).
+
+    Returns:
+      {signature name: {input name: tf.TensorSpec}} for ``encode``,
+      ``serving_default`` (the decoder's sampling specs), ``reconstruct`` and
+      ``log_prob``.
+    """
+    import tensorflow as tf
+
+    images = {"images": tf.TensorSpec((None,) + model.image_shape, tf.uint8, name="images")}
+    sample_specs, _ = signature_specs(model.decoder)
+    controls = {name: sample_specs[name] for name in ("seed", "temperature")}
+    return {
+        ENCODE_SIGNATURE: dict(images),
+        SAMPLE_SIGNATURE: sample_specs,
+        RECONSTRUCT_SIGNATURE: {**images, **controls},
+        LOG_PROB_SIGNATURE: dict(images),
+    }
 
 
 def _checked(checks, tensors):
@@ -147,7 +186,9 @@ def _sample_function(model, specs):
     """The ``serving_default`` function: dict of inputs -> {"images": uint8 [B, H, W, C]}."""
     import tensorflow as tf
 
-    from keras_pixelcnn.sampling import sample_naive
+    from keras_pixelcnn.sampling import SAMPLERS
+
+    sampler = SAMPLERS[model.sampling_methods[0]]  # the model's default: cached for ConditionalPixelCNN
 
     def sample(inputs):
         inputs = _shape_checked(inputs, specs)
@@ -161,7 +202,7 @@ def _sample_function(model, specs):
             tf.debugging.Assert(finite_positive, ["temperature: expected a finite number > 0, got", temperature])
         )
         batch, condition, temperature, seed = _checked(checks, [batch, condition, temperature, inputs["seed"]])
-        return {"images": sample_naive(model, batch, condition, temperature, seed)}
+        return {"images": sampler(model, batch, condition, temperature, seed)}
 
     return sample
 
@@ -191,8 +232,73 @@ def _log_prob_function(model, specs):
     return log_prob
 
 
+def _checked_images(inputs, specs):
+    """The shape-checked inputs, with ``images`` passed on only after a non-empty-batch check."""
+    import tensorflow as tf
+
+    inputs = dict(_shape_checked(inputs, specs))
+    images = inputs["images"]
+    check = tf.debugging.assert_positive(tf.shape(images)[0], message="images: expected at least one image")
+    (inputs["images"],) = _checked([check], [images])
+    return inputs
+
+
+def _encode_function(model, specs):
+    """The auto-encoder's ``encode`` function: {"images"} -> {"condition": float32 [B, D]}."""
+
+    def encode(inputs):
+        inputs = _checked_images(inputs, specs)
+        return {"condition": model.encode(inputs["images"])}
+
+    return encode
+
+
+def _reconstruct_function(model, specs, decoder_sample_specs):
+    """The auto-encoder's ``reconstruct`` function: {"images", "seed", "temperature"} -> {"images"}.
+
+    Encodes the images in the graph, then runs the decoder's own sampling
+    function (``_sample_function``: the same sampler, checks and draws as
+    ``serving_default``) on the codes.
+    """
+    decoder_sample = _sample_function(model.decoder, decoder_sample_specs)
+
+    def reconstruct(inputs):
+        inputs = _checked_images(inputs, specs)
+        codes = model.encode(inputs["images"])
+        return decoder_sample({"condition": codes, "seed": inputs["seed"], "temperature": inputs["temperature"]})
+
+    return reconstruct
+
+
+def _autoencoder_log_prob_function(model, specs):
+    """The auto-encoder's ``log_prob`` function: {"images"} -> {"log_prob", "bits_per_dim"}: float32 [B]."""
+    from keras_pixelcnn.heads import bits_per_dim
+
+    def log_prob(inputs):
+        images = _checked_images(inputs, specs)["images"]
+        nats = model.log_prob(images)
+        return {"log_prob": nats, "bits_per_dim": bits_per_dim(nats, model.image_shape)}
+
+    return log_prob
+
+
+def _autoencoder_warmup_inputs(model):
+    images = np.zeros((1,) + model.image_shape, np.uint8)
+    controls = {"seed": np.zeros([2], np.int64), "temperature": np.float32(1.0)}
+    return {
+        ENCODE_SIGNATURE: {"images": images},
+        SAMPLE_SIGNATURE: {"condition": np.zeros((1, model.bottleneck_dim), np.float32), **controls},
+        RECONSTRUCT_SIGNATURE: {"images": images, **controls},
+        LOG_PROB_SIGNATURE: {"images": images},
+    }
+
+
 def warmup_inputs(model):
     """One small valid request per signature: {signature name: {input name: numpy array}}."""
+    from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
+
+    if isinstance(model, PixelCNNAutoEncoder):
+        return _autoencoder_warmup_inputs(model)
     conditioning = {}
     if model.num_classes is not None:
         conditioning = {"class_ids": np.zeros([1], np.int32)}
@@ -229,13 +335,14 @@ def _existing_versions(export_base):
 def export_saved_model(model, export_base, version=None):
     """Exports ``model`` for TF-Serving as ``<export_base>/<version>/``, atomically.
 
-    Builds the SavedModel (both signatures, module docstring) and its warm-up
+    Builds the SavedModel (the signatures in the module docstring) and its warm-up
     requests in ``<export_base>/.tmp-export-<random>/``, then renames it to the
     version directory; on failure the temporary directory is removed and no
     version appears.
 
     Args:
-      model: a built ConditionalPixelCNN or PixelCNN.
+      model: a built ConditionalPixelCNN, PixelCNN, PixelCNNAutoEncoder or
+        EmbeddingConditionedPixelCNN.
       export_base: the model's base directory (TF-Serving's model base path);
         created if missing. Its name is used as the model name in the warm-up
         requests.
@@ -250,10 +357,13 @@ def export_saved_model(model, export_base, version=None):
     """
     import keras
 
+    from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
     from keras_pixelcnn.model import PixelCNNBase
 
-    if not isinstance(model, PixelCNNBase):
-        raise ValueError(f"model: expected a keras_pixelcnn PixelCNN model, got {type(model).__name__}.")
+    if not isinstance(model, (PixelCNNBase, PixelCNNAutoEncoder)):
+        raise ValueError(
+            f"model: expected a keras_pixelcnn PixelCNN model or PixelCNNAutoEncoder, got {type(model).__name__}."
+        )
     if not isinstance(export_base, (str, os.PathLike)) or not os.fspath(export_base):
         raise ValueError(f"export_base: expected a directory path, got {export_base!r}.")
     export_base = os.path.abspath(os.fspath(export_base))
@@ -270,11 +380,24 @@ def export_saved_model(model, export_base, version=None):
 
     archive = keras.export.ExportArchive()
     archive.track(model)  # tracks the tf.Variables, so the session-based loader (TF-Serving) finds them
-    sample_specs, log_prob_specs = signature_specs(model)
-    archive.add_endpoint(SAMPLE_SIGNATURE, _sample_function(model, sample_specs), input_signature=[sample_specs])
-    archive.add_endpoint(
-        LOG_PROB_SIGNATURE, _log_prob_function(model, log_prob_specs), input_signature=[log_prob_specs]
-    )
+    if isinstance(model, PixelCNNAutoEncoder):
+        specs = autoencoder_signature_specs(model)
+        functions = {
+            ENCODE_SIGNATURE: _encode_function(model, specs[ENCODE_SIGNATURE]),
+            SAMPLE_SIGNATURE: _sample_function(model.decoder, specs[SAMPLE_SIGNATURE]),
+            RECONSTRUCT_SIGNATURE: _reconstruct_function(
+                model, specs[RECONSTRUCT_SIGNATURE], specs[SAMPLE_SIGNATURE]
+            ),
+            LOG_PROB_SIGNATURE: _autoencoder_log_prob_function(model, specs[LOG_PROB_SIGNATURE]),
+        }
+        for name, function in functions.items():
+            archive.add_endpoint(name, function, input_signature=[specs[name]])
+    else:
+        sample_specs, log_prob_specs = signature_specs(model)
+        archive.add_endpoint(SAMPLE_SIGNATURE, _sample_function(model, sample_specs), input_signature=[sample_specs])
+        archive.add_endpoint(
+            LOG_PROB_SIGNATURE, _log_prob_function(model, log_prob_specs), input_signature=[log_prob_specs]
+        )
 
     temp_dir = os.path.join(export_base, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
     os.mkdir(temp_dir)  # honours the umask, unlike tempfile.mkdtemp (0700): the server may run as another user

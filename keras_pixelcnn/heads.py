@@ -19,16 +19,22 @@ from keras import ops
 PIXEL_LEVELS = 256
 
 
+def _float(x):
+    """float64 stays float64 (exact tests); anything else (bf16, fp16, fp32) becomes float32."""
+    return x if ops.dtype(x) == "float64" else ops.cast(x, "float32")
+
+
 def _gumbel_argmax(logits, uniform):
     """A categorical draw: argmax(logits + Gumbel noise), from uniform noise in (0, 1)."""
-    return ops.argmax(logits - ops.log(-ops.log(uniform)), axis=-1)
+    return ops.argmax(logits - ops.log(-ops.log(ops.cast(uniform, logits.dtype))), axis=-1)
 
 
-def _uniform(shape, key):
+def _uniform(shape, key, dtype):
+    """Uniform noise in (0, 1) for one step: drawn in float32, so every dtype sees the same draw."""
     import tensorflow as tf  # sampling is TF-only; layers stay backend-neutral.
 
     tiny = 1e-6  # keep log(u), log(1 - u) finite
-    return tf.random.stateless_uniform(shape, seed=key, minval=tiny, maxval=1.0 - tiny)
+    return ops.cast(tf.random.stateless_uniform(shape, seed=key, minval=tiny, maxval=1.0 - tiny), dtype)
 
 
 class SoftmaxHead:
@@ -58,7 +64,7 @@ class SoftmaxHead:
 
     def log_prob(self, params, images):
         """Log-likelihood in nats of integer-valued images [B, H, W, C] -> [B]."""
-        log_probs = ops.log_softmax(ops.cast(params, "float32"), axis=-1)
+        log_probs = ops.log_softmax(_float(params), axis=-1)
         values = ops.cast(images, "int32")[..., None]
         per_subpixel = ops.take_along_axis(log_probs, values, axis=-1)
         return ops.sum(per_subpixel, axis=(1, 2, 3, 4))
@@ -76,8 +82,8 @@ class SoftmaxHead:
         Returns:
           [B, C]: ``pixel`` with ``channel`` replaced by the draw.
         """
-        logits = ops.take(ops.cast(pixel_params, "float32"), channel, axis=1) / temperature
-        noise = _uniform(ops.shape(logits), key)
+        logits = ops.take(_float(pixel_params), channel, axis=1) / ops.cast(temperature, pixel_params.dtype)
+        noise = _uniform(ops.shape(logits), key, logits.dtype)
         value = ops.cast(_gumbel_argmax(logits, noise), "float32")
         is_channel = ops.arange(self.channels) == channel
         return ops.where(is_channel[None, :], value[:, None], pixel)
@@ -124,7 +130,7 @@ class LogisticMixtureHead:
 
     def split(self, params):
         """params [..., P] -> (logits [..., K], means [..., C, K], log_scales [..., C, K], coeffs [..., C(C-1)/2, K])."""
-        params = ops.cast(params, "float32")
+        params = _float(params)
         k, c = self.num_mixtures, self.channels
         logits = params[..., :k]
         rows = ops.reshape(params[..., k:], tuple(ops.shape(params)[:-1]) + (2 * c + self.num_coeffs, k))
@@ -150,8 +156,8 @@ class LogisticMixtureHead:
         import tensorflow_probability as tfp
 
         tfd, tfb = tfp.distributions, tfp.bijectors
-        images = tf.cast(images, tf.float32)
         logits, means, log_scales, coeffs = self.split(params)
+        images = tf.cast(images, logits.dtype)
         means = self.coupled_means(means, coeffs, images / 127.5 - 1.0)
         # [-1, 1] -> 0..255 units; components to the batch axis, channels to the event.
         locs = tf.linalg.matrix_transpose(127.5 * (means + 1.0))
@@ -178,9 +184,10 @@ class LogisticMixtureHead:
           [B, C] float values in 0..255.
         """
         logits, means, log_scales, coeffs = self.split(pixel_params)
-        k = self.num_mixtures
-        noise = _uniform((ops.shape(logits)[0], k + self.channels), key)
-        component = ops.one_hot(_gumbel_argmax(logits / temperature, noise[:, :k]), k)  # [B, K]
+        k, dtype = self.num_mixtures, logits.dtype
+        temperature = ops.cast(temperature, dtype)
+        noise = _uniform((ops.shape(logits)[0], k + self.channels), key, dtype)
+        component = ops.one_hot(_gumbel_argmax(logits / temperature, noise[:, :k]), k, dtype=dtype)  # [B, K]
         pick = lambda t: ops.sum(t * component[..., None, :], axis=-1)  # [B, rows, K] -> [B, rows]
         means, scales, coeffs = pick(means), ops.exp(pick(log_scales)) * temperature, pick(coeffs)
         values, pair = [], 0
@@ -192,7 +199,7 @@ class LogisticMixtureHead:
             u = noise[:, k + c]
             y = 127.5 * (mean + scales[:, c] * (ops.log(u) - ops.log1p(-u)) + 1.0)
             values.append(ops.clip(ops.ceil(y - 0.5), 0.0, PIXEL_LEVELS - 1.0))
-        return ops.stack(values, axis=-1)
+        return ops.cast(ops.stack(values, axis=-1), "float32")
 
 
 HEADS = ("softmax", "logistic_mixture")

@@ -137,9 +137,16 @@ class MaskedConv2D(keras.layers.Layer):
         return (ay, kh - 1 - ay), (ax, kw - 1 - ax)
 
     def call(self, inputs):
-        kernel = self.kernel * ops.convert_to_tensor(self.mask, dtype=self.kernel.dtype)
         if self.kernel_size != (1, 1):
             inputs = ops.pad(inputs, ((0, 0),) + self.padding + ((0, 0),))
+        return self.conv_valid(inputs)
+
+    def conv_valid(self, inputs):
+        """The masked convolution without padding: [B, h, w, in] -> [B, h - kh + 1, w - kw + 1, filters].
+
+        The cached sampler feeds it exactly the window one output needs.
+        """
+        kernel = self.kernel * ops.convert_to_tensor(self.mask, dtype=self.kernel.dtype)
         outputs = ops.conv(inputs, ops.cast(kernel, inputs.dtype), padding="valid")
         if self.bias is not None:
             outputs = outputs + ops.cast(self.bias, outputs.dtype)

@@ -73,8 +73,10 @@ class PixelCNNBase(keras.Model):
     ):
         super().__init__(**kwargs)
         image_shape = tuple(image_shape) if isinstance(image_shape, (tuple, list)) else image_shape
-        if not isinstance(image_shape, tuple) or len(image_shape) != 3 or not all(
-            isinstance(d, (int, np.integer)) and d >= 1 for d in image_shape
+        if (
+            not isinstance(image_shape, tuple)
+            or len(image_shape) != 3
+            or not all(isinstance(d, (int, np.integer)) and d >= 1 for d in image_shape)
         ):
             raise ValueError(f"image_shape: expected (height, width, channels) of positive ints, got {image_shape!r}.")
         self.image_shape = tuple(int(d) for d in image_shape)
@@ -104,7 +106,9 @@ class PixelCNNBase(keras.Model):
                 raise ValueError(f"condition_shape: expected (D,) with D >= 1, got {condition_shape!r}.")
             condition_shape = (int(condition_shape[0]),)
         if spatial_condition and num_classes is None and condition_shape is None:
-            raise ValueError("spatial_condition: requires num_classes or condition_shape (a condition to map), got neither.")
+            raise ValueError(
+                "spatial_condition: requires num_classes or condition_shape (a condition to map), got neither."
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout: expected a rate in [0, 1), got {dropout!r}.")
 
@@ -119,18 +123,31 @@ class PixelCNNBase(keras.Model):
         self.conditioned = num_classes is not None or condition_shape is not None
 
         self.condition_network = (
-            ConditionNetwork(self.image_shape, self.num_classes, spatial=self.spatial_condition, name="condition")
+            ConditionNetwork(
+                self.image_shape,
+                self.num_classes,
+                spatial=self.spatial_condition,
+                name="condition",
+                dtype=self.dtype_policy,
+            )
             if self.conditioned
             else None
         )
         self._make_trunk()
-        self.head_hidden = MaskedConv2D(self.filters, 1, color_channels=self.color_channels, name="head_hidden")
+        self.head_hidden = MaskedConv2D(
+            self.filters, 1, color_channels=self.color_channels, name="head_hidden", dtype=self.dtype_policy
+        )
         # Zero-initialised: an untrained model predicts the uniform distribution (8 bits/dim, softmax head).
         self.head_out = MaskedConv2D(
-            self.head.num_outputs, 1, color_channels=self.color_channels, kernel_initializer="zeros", name="head_out"
+            self.head.num_outputs,
+            1,
+            color_channels=self.color_channels,
+            kernel_initializer="zeros",
+            name="head_out",
+            dtype=self.dtype_policy,
         )
         self.bits_per_dim_tracker = keras.metrics.Mean(name="bits_per_dim")
-        self._sample_function = None
+        self._sample_functions = {}
         self.build()
 
     # -- construction -------------------------------------------------------------
@@ -171,7 +188,10 @@ class PixelCNNBase(keras.Model):
     def _check_inputs(self, images, condition):
         check_images(images, self.image_shape)
         check_condition(
-            condition, self.num_classes, self.condition_shape, batch_size=tuple(images.shape)[0] if hasattr(images, "shape") else None
+            condition,
+            self.num_classes,
+            self.condition_shape,
+            batch_size=tuple(images.shape)[0] if hasattr(images, "shape") else None,
         )
 
     def call(self, inputs, training=None):
@@ -179,7 +199,10 @@ class PixelCNNBase(keras.Model):
         self._check_inputs(images, condition)
         x = ops.cast(images, self.compute_dtype) / 127.5 - 1.0
         h = self.condition_network(condition) if self.conditioned else None
-        features = self._trunk(x, h, training)
+        return self.head_params(self._trunk(x, h, training))
+
+    def head_params(self, features):
+        """Trunk features [B, h, w, filters] -> the head's parameters at those pixels."""
         outputs = self.head_out(ops.relu(self.head_hidden(ops.relu(features))))
         return self.head.params_from_outputs(outputs)
 
@@ -240,8 +263,11 @@ class PixelCNNBase(keras.Model):
 
     # -- sampling -----------------------------------------------------------------
 
-    def sample(self, num_samples=None, condition=None, temperature=1.0, seed=None):
-        """Draws images autoregressively (naive: one forward pass per step).
+    # Sampling methods this model offers (keras_pixelcnn.sampling.SAMPLERS); the first is the default.
+    sampling_methods = ("naive",)
+
+    def sample(self, num_samples=None, condition=None, temperature=1.0, seed=None, method=None):
+        """Draws images autoregressively.
 
         Args:
           num_samples: number of images; required for unconditional models,
@@ -250,14 +276,25 @@ class PixelCNNBase(keras.Model):
           temperature: > 0; divides the logits (softmax, mixture weights) and
             multiplies the logistic scales.
           seed: int, two ints, or None for a fresh seed. Draws are keyed by
-            (seed, step index): the same seed gives the same images.
+            (seed, step index): the same seed gives the same images, whatever
+            the method.
+          method: None for the model's default; "cached" (ConditionalPixelCNN's
+            default: incremental, each step computes only what the new
+            sub-pixel changes) or "naive" (a full forward pass per step: H W C
+            passes with the softmax head, H W with the mixture head; the reference).
 
         Returns:
           uint8 tensor [B, H, W, C].
         """
         import tensorflow as tf
 
-        from keras_pixelcnn.sampling import normalize_seed, sample_naive
+        from keras_pixelcnn.sampling import SAMPLERS, normalize_seed
+
+        method = self.sampling_methods[0] if method is None else method
+        if method not in self.sampling_methods:
+            raise ValueError(
+                f"method: expected one of {self.sampling_methods} for {type(self).__name__}, got {method!r}."
+            )
 
         if self.conditioned:
             check_condition(condition, self.num_classes, self.condition_shape)
@@ -275,13 +312,14 @@ class PixelCNNBase(keras.Model):
             raise ValueError(f"condition: expected at least one entry, got {batch_size}.")
         if not np.isscalar(temperature) or not 0 < temperature < np.inf:
             raise ValueError(f"temperature: expected a finite number > 0, got {temperature!r}.")
-        if self._sample_function is None:
-            self._sample_function = tf.function(
-                lambda b, c, t, s: sample_naive(self, b, c, t, s), reduce_retracing=True
+        if method not in self._sample_functions:
+            sampler = SAMPLERS[method]
+            self._sample_functions[method] = tf.function(
+                lambda b, c, t, s: sampler(self, b, c, t, s), reduce_retracing=True
             )
         if condition is not None:
             condition = tf.convert_to_tensor(condition, tf.int32 if self.num_classes is not None else tf.float32)
-        return self._sample_function(
+        return self._sample_functions[method](
             tf.constant(batch_size, tf.int32),
             condition,
             tf.constant(temperature, tf.float32),
@@ -334,6 +372,8 @@ class ConditionalPixelCNN(PixelCNNBase):
       samples = model.sample(condition=[0, 1, 2], seed=0)   # uint8 [3, 28, 28, 1]
     """
 
+    sampling_methods = ("cached", "naive")
+
     def __init__(self, image_shape, *args, skip_connections=False, **kwargs):
         self.skip_connections = bool(skip_connections)
         super().__init__(image_shape, *args, **kwargs)
@@ -350,6 +390,7 @@ class ConditionalPixelCNN(PixelCNNBase):
                 skip=self.skip_connections,
                 dropout=self.dropout,
                 name=f"gated_{index}",
+                dtype=self.dtype_policy,
             )
             for index in range(self.num_layers)
         )
@@ -391,6 +432,7 @@ class PixelCNN(PixelCNNBase):
                 gated=self.gated,
                 dropout=self.dropout,
                 name=f"masked_{index}",
+                dtype=self.dtype_policy,
             )
             for index in range(self.num_layers)
         )
