@@ -32,6 +32,7 @@ setup(
             "pixelcnn-train=trainers.train:run",
             "pixelcnn-evaluate=trainers.evaluate:run",
             "pixelcnn-sample=trainers.sample:run",
+            "pixelcnn-embedding-model=trainers.embedding_model:run",
             "pixelcnn-export=export.export:run",
             "pixelcnn-grpc-client=export.grpc_client:run",
         ],

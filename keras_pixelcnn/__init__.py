@@ -5,6 +5,12 @@ van den Oord et al., "Conditional Image Generation with PixelCNN Decoders"
 the mixture likelihood, sampling and export use TensorFlow, imported lazily.
 """
 
+from keras_pixelcnn.autoencoder import (
+    EmbeddingConditionedPixelCNN,
+    PixelCNNAutoEncoder,
+    default_encoder,
+    interpolation_conditions,
+)
 from keras_pixelcnn.blocks import GatedBlock, MaskedBlock, gate, shift_down
 from keras_pixelcnn.conditioning import ConditionNetwork
 from keras_pixelcnn.export_lib import export_saved_model
@@ -17,17 +23,21 @@ __version__ = "0.1.0"
 __all__ = [
     "ConditionalPixelCNN",
     "ConditionNetwork",
+    "EmbeddingConditionedPixelCNN",
     "GatedBlock",
     "HEADS",
     "LogisticMixtureHead",
     "MaskedBlock",
     "MaskedConv2D",
     "PixelCNN",
+    "PixelCNNAutoEncoder",
     "PixelCNNBase",
     "SoftmaxHead",
     "causal_mask",
+    "default_encoder",
     "export_saved_model",
     "gate",
+    "interpolation_conditions",
     "make_head",
     "shift_down",
 ]

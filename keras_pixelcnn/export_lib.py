@@ -385,9 +385,7 @@ def export_saved_model(model, export_base, version=None):
         functions = {
             ENCODE_SIGNATURE: _encode_function(model, specs[ENCODE_SIGNATURE]),
             SAMPLE_SIGNATURE: _sample_function(model.decoder, specs[SAMPLE_SIGNATURE]),
-            RECONSTRUCT_SIGNATURE: _reconstruct_function(
-                model, specs[RECONSTRUCT_SIGNATURE], specs[SAMPLE_SIGNATURE]
-            ),
+            RECONSTRUCT_SIGNATURE: _reconstruct_function(model, specs[RECONSTRUCT_SIGNATURE], specs[SAMPLE_SIGNATURE]),
             LOG_PROB_SIGNATURE: _autoencoder_log_prob_function(model, specs[LOG_PROB_SIGNATURE]),
         }
         for name, function in functions.items():

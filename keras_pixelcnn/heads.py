@@ -82,7 +82,8 @@ class SoftmaxHead:
         Returns:
           [B, C]: ``pixel`` with ``channel`` replaced by the draw.
         """
-        logits = ops.take(_float(pixel_params), channel, axis=1) / ops.cast(temperature, pixel_params.dtype)
+        logits = ops.take(_float(pixel_params), channel, axis=1)
+        logits = logits / ops.cast(temperature, logits.dtype)
         noise = _uniform(ops.shape(logits), key, logits.dtype)
         value = ops.cast(_gumbel_argmax(logits, noise), "float32")
         is_channel = ops.arange(self.channels) == channel

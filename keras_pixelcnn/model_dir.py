@@ -6,7 +6,7 @@
     <model_dir>/checkpoints/         tf.train.CheckpointManager over
                                      tf.train.Checkpoint(model=..., optimizer=...)
     <model_dir>/metrics.json         last evaluation: test bits/dim, step
-    <model_dir>/samples/*.png        sample grids, one row per class
+    <model_dir>/samples/*.png        sample grids (one row per class) and reconstruction grids
     <model_dir>/logs/                TensorBoard summaries
 
 Files other than checkpoints are written to a temporary name beside the target

@@ -89,6 +89,7 @@ def sample_cached(model, batch_size, condition, temperature, seed):
     dtype = model.compute_dtype
     p2 = 2 * model.filters
     spatial = model.spatial_condition
+    input_features = [channels] + [model.filters] * (len(blocks) - 1)  # of each layer's input
     h = model.condition_network(condition) if model.conditioned else None
     global_biases = [block.condition_biases(h) for block in blocks] if h is not None and not spatial else None
 
@@ -128,9 +129,7 @@ def sample_cached(model, batch_size, condition, temperature, seed):
             i > 0, lambda: vertical_pass(vertical, images, i - 1), lambda: (vertical, first_links())
         )
         terms = biases(i)
-        history = [
-            tf.zeros([batch_size, 1, half - 1, f], dtype) for f in [channels] + [model.filters] * (len(blocks) - 1)
-        ]
+        history = [tf.zeros([batch_size, 1, half - 1, f], dtype) for f in input_features]
         row_values = tf.zeros([batch_size, width, channels], tf.float32)
 
         def step_body(t, row_values, history):
@@ -170,10 +169,7 @@ def sample_cached(model, batch_size, condition, temperature, seed):
         return i + 1, images, windows
 
     images = tf.zeros([batch_size, height, width, channels], tf.float32)
-    vertical = [
-        tf.zeros([batch_size, half, width + 2 * side, f], dtype)
-        for f in [channels] + [model.filters] * (len(blocks) - 1)
-    ]
+    vertical = [tf.zeros([batch_size, half, width + 2 * side, f], dtype) for f in input_features]
     _, images, _ = tf.while_loop(lambda i, *_: i < height, row_body, (tf.constant(0), images, vertical))
     return tf.cast(images, tf.uint8)
 

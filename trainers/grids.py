@@ -25,6 +25,23 @@ def image_grid(images, border=1, scale=1):
     return grid
 
 
+def reconstruction_cells(inputs, reconstructions):
+    """Cells [N, n + 2, H, W, C] of a reconstruction grid: the input, a blank (white) cell, its n reconstructions.
+
+    Args:
+      inputs: uint8 [N, H, W, C].
+      reconstructions: uint8 [N, n, H, W, C].
+    """
+    inputs = np.asarray(inputs)
+    blank = np.full_like(inputs, 255)
+    return np.concatenate([inputs[:, None], blank[:, None], np.asarray(reconstructions)], axis=1)
+
+
+def reconstruction_grid(inputs, reconstructions, border=1, scale=1):
+    """One row per input: the input, a blank cell, then its reconstructions (``image_grid`` of ``reconstruction_cells``)."""
+    return image_grid(reconstruction_cells(inputs, reconstructions), border=border, scale=scale)
+
+
 def write_png(path, grid):
     """Writes a uint8 [H, W, C] image as PNG, atomically."""
     atomic_write(path, tf.io.encode_png(grid).numpy())

@@ -2,9 +2,20 @@ r"""Trains a (Conditional) Gated PixelCNN: ``python -m trainers.train --model_di
 
 With no --dataset it trains a class-conditional model on the embedded 8x8 digits
 in a few CPU minutes. Re-running the same command resumes from the last
-checkpoint. Examples:
+checkpoint. --conditioning picks what the model is conditioned on:
+
+  none         p(x)
+  class        p(x | class label)                           (ConditionalPixelCNN)
+  autoencoder  p(x | h), h = encoder(x), trained end to end  (PixelCNNAutoEncoder)
+  embedding    p(x | h), h = f(x) from the frozen Keras model --embedding_model
+               (EmbeddingConditionedPixelCNN; f is stored in the trained model)
+
+--spatial_condition maps h (or the class) to a location-dependent map s = m(h).
+Examples:
 
     python -m trainers.train --model_dir=/tmp/digits
+    python -m trainers.train --conditioning=autoencoder --bottleneck_dim=10 --model_dir=/tmp/ae
+    python -m trainers.train --conditioning=embedding --embedding_model=embed.keras --model_dir=/tmp/emb
     python -m trainers.train --config=cifar10 --model_dir=/tmp/cifar --strategy=mirrored
     TF_CONFIG=... python -m trainers.train --config=imagenet32 --strategy=multi_worker --model_dir=gs://...
 
@@ -25,9 +36,28 @@ from trainers import common_flags  # noqa: F401  (shared flags)
 from trainers.data import DATASETS
 
 FLAGS = flags.FLAGS
+RECONSTRUCTION_ROWS = 8  # test images shown with their reconstructions at each evaluation (autoencoder, embedding)
 
 flags.DEFINE_enum("config", None, ["cifar10", "imagenet32", "imagenet64"], "A preset; explicit flags override it.")
-flags.DEFINE_enum("conditioning", "class", ["none", "class"], "What the model is conditioned on.")
+flags.DEFINE_enum(
+    "conditioning",
+    "class",
+    ["none", "class", "autoencoder", "embedding"],
+    "What the model is conditioned on: nothing, the class label, its own code h = encoder(x) (a PixelCNN "
+    "auto-encoder), or the embedding h = f(x) of the frozen --embedding_model.",
+)
+flags.DEFINE_integer(
+    "bottleneck_dim", 10, "--conditioning=autoencoder: size of the code h (the paper used 10 and 100)."
+)
+flags.DEFINE_string(
+    "embedding_model",
+    None,
+    "--conditioning=embedding: a saved Keras model (.keras) mapping float32 images [B, H, W, C] with values "
+    "0..255 to vectors [B, D]; frozen, and saved as part of the trained model.",
+)
+flags.DEFINE_bool(
+    "spatial_condition", False, "Location-dependent conditioning: map h (or the class) to s = m(h) (paper eq. 5)."
+)
 flags.DEFINE_integer("num_layers", 6, "Gated layers.")
 flags.DEFINE_integer("filters", 32, "Features per layer (a multiple of C for the softmax head).")
 flags.DEFINE_integer("kernel_size", 3, "Odd filter size n >= 3.")
@@ -41,7 +71,12 @@ flags.DEFINE_float("lr_decay_rate", 0.99995, "Per-step decay factor of the expon
 flags.DEFINE_integer("train_steps", 1000, "Total optimizer steps.")
 flags.DEFINE_integer("eval_every", 250, "Evaluate, sample and checkpoint every this many steps.")
 flags.DEFINE_integer("eval_examples", 0, "Evaluate on at most this many test images (0: all).")
-flags.DEFINE_integer("samples_per_class", 8, "Samples per class (or per grid row) at each evaluation; 0: none.")
+flags.DEFINE_integer(
+    "samples_per_class",
+    8,
+    "Samples per class (or per grid row; per test image for the autoencoder and embedding conditionings) at "
+    "each evaluation; 0: none.",
+)
 flags.DEFINE_integer("log_every", 50, "Training summaries and log lines every this many steps.")
 flags.DEFINE_float("ema_decay", 0.0, "Polyak averaging of the weights (e.g. 0.9995); 0 disables.")
 flags.DEFINE_float("clip_norm", 0.0, "Clip the global gradient norm to this value; 0 disables.")
@@ -83,7 +118,19 @@ def check_flags(num_replicas):
         raise app.UsageError(
             f"--conditioning=class: --dataset={FLAGS.dataset} has no labels; use --conditioning=none."
         )
-    for name in ("train_steps", "eval_every", "log_every", "num_layers", "filters", "num_mixtures"):
+    if FLAGS.conditioning == "embedding":
+        if not FLAGS.embedding_model:
+            raise app.UsageError("--embedding_model: required with --conditioning=embedding (a .keras file).")
+        if not os.path.isfile(FLAGS.embedding_model):
+            raise app.UsageError(f"--embedding_model: no such file: {FLAGS.embedding_model}.")
+        load_embedding_model(FLAGS.embedding_model, DATASETS[FLAGS.dataset].image_shape)  # fails here, not mid-setup
+    elif FLAGS.embedding_model:
+        raise app.UsageError(
+            f"--embedding_model: only used with --conditioning=embedding, got --conditioning={FLAGS.conditioning}."
+        )
+    if FLAGS.spatial_condition and FLAGS.conditioning == "none":
+        raise app.UsageError("--spatial_condition: needs a condition to map; got --conditioning=none.")
+    for name in ("train_steps", "eval_every", "log_every", "num_layers", "filters", "num_mixtures", "bottleneck_dim"):
         if FLAGS[name].value < 1:
             raise app.UsageError(f"--{name}: expected >= 1, got {FLAGS[name].value}.")
     if FLAGS.kernel_size < 3 or FLAGS.kernel_size % 2 == 0:
@@ -119,21 +166,55 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
 
-def build_model_and_optimizer(image_shape, num_classes):
+def load_embedding_model(path, image_shape):
+    """The frozen embedding network of --embedding_model, checked against the images it will see."""
     import keras
 
+    try:
+        embedding = keras.models.load_model(path)
+    except Exception as error:  # any unreadable file is the flag's fault
+        raise app.UsageError(
+            f"--embedding_model: cannot load {path} as a Keras model: {str(error).splitlines()[0][:300]}"
+        ) from error
+    if not isinstance(embedding, keras.Model):
+        raise app.UsageError(f"--embedding_model: expected a Keras model, got {type(embedding).__name__}.")
+    try:
+        shape = tuple(embedding.compute_output_spec(keras.KerasTensor((None,) + tuple(image_shape), "float32")).shape)
+    except Exception as error:  # any failure to take the images is the flag's fault
+        raise app.UsageError(
+            f"--embedding_model: {path} does not take images [batch, {', '.join(map(str, image_shape))}] "
+            f"of --dataset={FLAGS.dataset}: {str(error).splitlines()[0][:300]}"
+        ) from error
+    if len(shape) != 2 or shape[1] is None:
+        raise app.UsageError(f"--embedding_model: expected outputs [batch, D] (vectors), got shape {shape}.")
+    return embedding
+
+
+def build_model(image_shape, num_classes):
+    """The model that --conditioning asks for (ConditionalPixelCNN, PixelCNNAutoEncoder, EmbeddingConditionedPixelCNN)."""
     import keras_pixelcnn
 
-    model = keras_pixelcnn.ConditionalPixelCNN(
-        image_shape,
+    decoder_options = dict(
         num_layers=FLAGS.num_layers,
         filters=FLAGS.filters,
         kernel_size=FLAGS.kernel_size,
         head=FLAGS.head,
         num_mixtures=FLAGS.num_mixtures,
-        num_classes=num_classes,
         dropout=FLAGS.dropout,
+        spatial_condition=FLAGS.spatial_condition,
     )
+    if FLAGS.conditioning == "autoencoder":
+        return keras_pixelcnn.PixelCNNAutoEncoder(image_shape, FLAGS.bottleneck_dim, **decoder_options)
+    if FLAGS.conditioning == "embedding":
+        embedding = load_embedding_model(FLAGS.embedding_model, image_shape)
+        return keras_pixelcnn.EmbeddingConditionedPixelCNN(image_shape, embedding, **decoder_options)
+    return keras_pixelcnn.ConditionalPixelCNN(image_shape, num_classes=num_classes, **decoder_options)
+
+
+def build_model_and_optimizer(image_shape, num_classes):
+    import keras
+
+    model = build_model(image_shape, num_classes)
     learning_rate = FLAGS.learning_rate
     if FLAGS.lr_schedule == "exponential":
         learning_rate = keras.optimizers.schedules.ExponentialDecay(learning_rate, 1, FLAGS.lr_decay_rate)
@@ -186,7 +267,13 @@ class Trainer:
             layout.write_model_config(self.model, FLAGS.model_dir)
             layout.write_json(
                 os.path.join(FLAGS.model_dir, layout.RUN_CONFIG),
-                {name: FLAGS[name].value for name in ("dataset", "data_dir", "conditioning", "seed", "config")},
+                {
+                    **{name: FLAGS[name].value for name in ("dataset", "data_dir", "conditioning", "seed", "config")},
+                    "spatial_condition": FLAGS.spatial_condition,
+                    "bottleneck_dim": FLAGS.bottleneck_dim if FLAGS.conditioning == "autoencoder" else None,
+                    # Provenance only: the embedding network is stored inside the trained model.
+                    "embedding_model": os.path.abspath(FLAGS.embedding_model) if FLAGS.embedding_model else None,
+                },
             )
         self.writer = tf.summary.create_file_writer(os.path.join(FLAGS.model_dir, "logs")) if self.chief else None
         self.metrics_path = os.path.join(FLAGS.model_dir, layout.METRICS)
@@ -226,23 +313,51 @@ class Trainer:
         return bits
 
     def write_samples(self):
+        """A sample grid: one row per class (or one row), or inputs and reconstructions for auto-encoders."""
         import numpy as np
-        import tensorflow as tf
 
-        from trainers.grids import image_grid, write_png
+        from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
+        from trainers.grids import image_grid, reconstruction_grid
 
+        height, width, channels = self.spec.image_shape
+        scale = 4 if height < 16 else 1
+        if isinstance(self.model, PixelCNNAutoEncoder):
+            # One row per fixed test image: the input, then its sampled reconstructions.
+            inputs = self.reconstruction_inputs()
+            samples = self.model.reconstruct(inputs, FLAGS.samples_per_class, seed=FLAGS.seed)
+            grid = reconstruction_grid(inputs, np.asarray(samples), scale=scale)
+            self._write_grid(grid, "inputs_then_reconstructions")
+            return
         rows = self.num_classes or 1
         per_row = FLAGS.samples_per_class
         if self.num_classes:
             samples = self.model.sample(condition=np.repeat(np.arange(rows), per_row), seed=FLAGS.seed)
         else:
             samples = self.model.sample(num_samples=per_row, seed=FLAGS.seed)
-        height, width, channels = self.spec.image_shape
-        grid = image_grid(np.asarray(samples).reshape(rows, per_row, height, width, channels), scale=4 if height < 16 else 1)
+        grid = image_grid(np.asarray(samples).reshape(rows, per_row, height, width, channels), scale=scale)
+        self._write_grid(grid, "samples_one_row_per_class")
+
+    def _write_grid(self, grid, summary_name):
+        """The grid as samples/step_<step>.png and as a TensorBoard image."""
+        import tensorflow as tf
+
+        from trainers.grids import write_png
+
         os.makedirs(os.path.join(FLAGS.model_dir, "samples"), exist_ok=True)
         write_png(os.path.join(FLAGS.model_dir, "samples", f"step_{self.step:08d}.png"), grid)
         with self.writer.as_default(step=self.step):
-            tf.summary.image("samples_one_row_per_class", grid[None])
+            tf.summary.image(summary_name, grid[None])
+
+    def reconstruction_inputs(self):
+        """The first RECONSTRUCTION_ROWS test images (fixed), uint8 [N, H, W, C]."""
+        import numpy as np
+
+        from trainers.data import load_split
+
+        if getattr(self, "_reconstruction_inputs", None) is None:
+            split = load_split(FLAGS.dataset, "test", FLAGS.data_dir).take(RECONSTRUCTION_ROWS)
+            self._reconstruction_inputs = np.stack([image.numpy() for image, _ in split])
+        return self._reconstruction_inputs
 
     def summary(self, **scalars):
         import tensorflow as tf
