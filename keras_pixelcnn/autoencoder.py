@@ -32,7 +32,7 @@ import numpy as np
 from keras import ops
 
 from keras_pixelcnn.heads import bits_per_dim
-from keras_pixelcnn.model import ConditionalPixelCNN, _split_inputs
+from keras_pixelcnn.model import ConditionalPixelCNN, _split_inputs, mean_bits_per_dim_loss
 from keras_pixelcnn.validation import check_images
 
 
@@ -247,12 +247,7 @@ class PixelCNNAutoEncoder(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean bits per dimension of the batch given each image's own code."""
-        images, _ = _split_inputs(x)
-        loss = ops.mean(bits_per_dim(self.head.log_prob(y_pred, images), self.image_shape))
-        self.bits_per_dim_tracker.update_state(loss)
-        if self.losses:
-            loss = loss + ops.sum(self.losses)
-        return loss
+        return mean_bits_per_dim_loss(self, x, y_pred)
 
     def _check_data(self, x, y):
         if y is not None:

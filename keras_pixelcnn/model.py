@@ -13,8 +13,6 @@ numbers); the network sees them rescaled to [-1, 1]. The condition is integer
 class ids [B] (``num_classes``) or floats [B, D] (``condition_shape=(D,)``).
 """
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
@@ -37,6 +35,16 @@ def _split_inputs(inputs):
             )
         return inputs[0], inputs[1]
     return inputs, None
+
+
+def mean_bits_per_dim_loss(model, x, y_pred):
+    """The built-in loss: batch mean of bits/dim (logged as ``bits_per_dim``) plus regularisation."""
+    images, _ = _split_inputs(x)
+    loss = ops.mean(bits_per_dim(model.head.log_prob(y_pred, images), model.image_shape))
+    model.bits_per_dim_tracker.update_state(loss)
+    if model.losses:
+        loss = loss + ops.sum(model.losses)
+    return loss
 
 
 class PixelCNNBase(keras.Model):
@@ -220,12 +228,7 @@ class PixelCNNBase(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean bits per dimension of the batch (so learning rates carry across image sizes)."""
-        images, _ = _split_inputs(x)
-        loss = ops.mean(bits_per_dim(self.head.log_prob(y_pred, images), self.image_shape))
-        self.bits_per_dim_tracker.update_state(loss)
-        if self.losses:
-            loss = loss + ops.sum(self.losses)
-        return loss
+        return mean_bits_per_dim_loss(self, x, y_pred)
 
     # -- fit / evaluate / predict: a 2-tuple of data is (images, condition), never (x, y)
 
