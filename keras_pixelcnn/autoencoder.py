@@ -32,7 +32,7 @@ import numpy as np
 from keras import ops
 
 from keras_pixelcnn.heads import bits_per_dim
-from keras_pixelcnn.model import ConditionalPixelCNN, _split_inputs, mean_bits_per_dim_loss
+from keras_pixelcnn.model import ConditionalPixelCNN, _split_inputs, deserialized_config, mean_bits_per_dim_loss
 from keras_pixelcnn.validation import check_images
 
 
@@ -358,13 +358,7 @@ class PixelCNNAutoEncoder(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        for key in ("encoder", "embedding_model"):
-            if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+        return cls(**deserialized_config(config, "encoder", "embedding_model"))
 
 
 @keras.saving.register_keras_serializable(package="keras_pixelcnn")

@@ -37,6 +37,16 @@ def _split_inputs(inputs):
     return inputs, None
 
 
+def deserialized_config(config, *object_keys):
+    """A copy of a model config with its dtype policy and the Keras objects under ``object_keys`` rebuilt."""
+    config = dict(config)
+    for key in ("dtype",) + object_keys:
+        if isinstance(config.get(key), dict):
+            deserialize = keras.dtype_policies.deserialize if key == "dtype" else keras.saving.deserialize_keras_object
+            config[key] = deserialize(config[key])
+    return config
+
+
 def mean_bits_per_dim_loss(model, x, y_pred):
     """The built-in loss: batch mean of bits/dim (logged as ``bits_per_dim``) plus regularisation."""
     images, _ = _split_inputs(x)
@@ -350,10 +360,7 @@ class PixelCNNBase(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        return cls(**deserialized_config(config))
 
 
 @keras.saving.register_keras_serializable(package="keras_pixelcnn")
