@@ -12,4 +12,11 @@ flags.DEFINE_string("data_dir", None, "tfds data directory (default: tfds's own,
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and samples.")
 flags.DEFINE_string("checkpoint", None, "Checkpoint to load instead of model.keras: a prefix, or a name in checkpoints/.")
 
+flags.DEFINE_bool(
+    "jit_compile",
+    False,
+    "XLA-compile the work: the training step's forward and backward pass (trainers.train), or the sampling "
+    "loop of the exported signatures (export.export; needs a server started with XLA enabled).",
+)
+
 FLAGS = flags.FLAGS

@@ -81,7 +81,6 @@ flags.DEFINE_integer("log_every", 50, "Training summaries and log lines every th
 flags.DEFINE_float("ema_decay", 0.0, "Polyak averaging of the weights (e.g. 0.9995); 0 disables.")
 flags.DEFINE_float("clip_norm", 0.0, "Clip the global gradient norm to this value; 0 disables.")
 flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"], "Compute dtype (float16 uses loss scaling).")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the forward and backward pass.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy.")
 flags.DEFINE_list("devices", None, "Devices for --strategy=mirrored (default: all local GPUs, else the CPU).")
 flags.DEFINE_integer("collective_timeout", 300, "Seconds before a multi-worker collective gives up.")
