@@ -10,11 +10,15 @@
     <model_dir>/logs/                TensorBoard summaries
 
 Files other than checkpoints are written to a temporary name beside the target
-and renamed, so a reader never sees half a file.
+and renamed, so a reader never sees half a file. Every read and write goes
+through tf.io.gfile, so model_dir may be any TF file system (gs://, ram://, ...).
 """
 
 import json
 import os
+import shutil
+import tempfile
+import uuid
 
 FINAL_MODEL = "model.keras"
 MODEL_CONFIG = "model_config.json"
@@ -23,12 +27,19 @@ CHECKPOINT_DIR = "checkpoints"
 METRICS = "metrics.json"
 
 
+def is_local(path):
+    """True for a path of the local file system (no ``scheme://``)."""
+    return "://" not in os.fspath(path)
+
+
 def atomic_write(path, data):
-    """Writes bytes or text to ``path`` through a temporary file and a rename."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "wb" if isinstance(data, bytes) else "w") as handle:
+    """Writes bytes or text to ``path`` (any tf.io.gfile path) through a temporary file and a rename."""
+    import tensorflow as tf
+
+    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+    with tf.io.gfile.GFile(temporary, "wb" if isinstance(data, bytes) else "w") as handle:
         handle.write(data)
-    os.replace(temporary, path)
+    tf.io.gfile.rename(temporary, path, overwrite=True)
 
 
 def write_json(path, value):
@@ -36,17 +47,45 @@ def write_json(path, value):
 
 
 def read_json(path, default=None):
-    if not os.path.exists(path):
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path):
         return default
-    with open(path) as handle:
+    with tf.io.gfile.GFile(path) as handle:
         return json.load(handle)
 
 
+def publish_directory(local_dir, target):
+    """Moves the finished directory ``local_dir`` to ``target`` so that readers never see half of it.
+
+    A local target is a rename (atomic). Other file systems (gs://, ram://) cannot
+    rename a directory atomically: the files are copied one by one, with
+    ``saved_model.pb`` last (TF-Serving loads a version once that file exists),
+    and ``local_dir`` is removed.
+    """
+    import tensorflow as tf
+
+    if is_local(target):
+        os.rename(local_dir, target)
+        return
+    files = []
+    for directory, _, names in os.walk(local_dir):
+        files += [os.path.relpath(os.path.join(directory, name), local_dir) for name in names]
+    files.sort(key=lambda name: name == "saved_model.pb")
+    for name in files:
+        destination = f"{target}/{name}"
+        tf.io.gfile.makedirs(os.path.dirname(destination))
+        tf.io.gfile.copy(os.path.join(local_dir, name), destination, overwrite=True)
+    shutil.rmtree(local_dir)
+
+
 def save_model(model, model_dir):
-    """Saves ``model`` as <model_dir>/model.keras atomically."""
-    temporary = os.path.join(model_dir, f".model.tmp-{os.getpid()}.keras")
-    model.save(temporary)
-    os.replace(temporary, os.path.join(model_dir, FINAL_MODEL))
+    """Saves ``model`` as <model_dir>/model.keras atomically (written locally, then copied and renamed)."""
+    with tempfile.TemporaryDirectory() as local:
+        local_file = os.path.join(local, FINAL_MODEL)
+        model.save(local_file)
+        with open(local_file, "rb") as handle:
+            atomic_write(f"{model_dir}/{FINAL_MODEL}", handle.read())
 
 
 def write_model_config(model, model_dir):
@@ -100,10 +139,10 @@ def load_model(model_dir, checkpoint=None):
 
     import keras_pixelcnn  # noqa: F401
 
-    if not os.path.isdir(model_dir):
+    if not tf.io.gfile.isdir(model_dir):
         raise FileNotFoundError(f"model_dir: {model_dir} is not a directory.")
     final = os.path.join(model_dir, FINAL_MODEL)
-    if checkpoint is None and os.path.exists(final):
+    if checkpoint is None and tf.io.gfile.exists(final):
         return keras.models.load_model(final), final
     prefix = resolve_checkpoint(model_dir, checkpoint)
     if prefix is None:

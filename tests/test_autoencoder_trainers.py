@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import app
-from test_trainers import TINY, parse_flags, run_main
+from test_trainers import TINY, run_main
 
 import keras_pixelcnn as kp
 from export import export as export_cli
@@ -84,8 +84,9 @@ def test_autoencoder_trainer_end_to_end(autoencoder_run, tmp_path):
     assert (grid[1:33, 34:66] == 255).all()  # the blank column
     assert "inputs_then_reconstructions" in summary_tags(os.path.join(model_dir, "logs"))
 
-    parse_flags(evaluate, [f"--model_dir={model_dir}", "--max_examples=32"])
-    assert evaluate.evaluate()[1] == pytest.approx(metrics["test_bits_per_dim"], rel=1e-5)
+    assert evaluate.evaluate(model_dir, max_examples=32)["bits_per_dim"] == pytest.approx(
+        metrics["test_bits_per_dim"], rel=1e-5
+    )
 
 
 def test_sample_reconstruct_and_interpolate_modes(autoencoder_run, tmp_path):

@@ -13,7 +13,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from keras_pixelcnn.model_dir import load_model
-from trainers import evaluate, loop, sample, train
+from trainers import evaluate, sample, train, train_lib
 
 FLAGS = flags.FLAGS
 TINY = ["--num_layers=2", "--filters=8", "--kernel_size=3", "--batch_size=16"]
@@ -56,9 +56,8 @@ def test_trainer_end_to_end_on_the_embedded_digits(tmp_path):
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-120")
     assert any(name.startswith("events") for name in os.listdir(os.path.join(model_dir, "logs")))
 
-    parse_flags(evaluate, [f"--model_dir={model_dir}"])
-    dataset, bits = evaluate.evaluate()
-    assert dataset == "digits" and bits == pytest.approx(metrics["test_bits_per_dim"], rel=1e-5)
+    result = evaluate.evaluate(model_dir)
+    assert result["dataset"] == "digits" and result["bits_per_dim"] == pytest.approx(metrics["test_bits_per_dim"], rel=1e-5)
     out = str(tmp_path / "grid.png")
     run_main(sample, [f"--model_dir={model_dir}", "--class_ids=1,7", "--num=3", f"--out={out}", "--seed=3"])
     assert tf.io.decode_png(open(out, "rb").read()).shape == (2 * 33 + 1, 3 * 33 + 1, 1)
@@ -124,7 +123,7 @@ def test_bad_batch_for_replicas_exits_non_zero_with_its_message(tmp_path):
 def test_nan_loss_stops_with_a_message_and_a_usable_checkpoint(tmp_path, monkeypatch, caplog):
     model_dir = str(tmp_path / "run")
 
-    real_make_train_step = loop.make_train_step
+    real_make_train_step = train_lib.make_train_step
 
     def diverging(*args, **kwargs):
         step = real_make_train_step(*args, **kwargs)
@@ -137,7 +136,7 @@ def test_nan_loss_stops_with_a_message_and_a_usable_checkpoint(tmp_path, monkeyp
 
         return wrapped
 
-    monkeypatch.setattr(loop, "make_train_step", diverging)
+    monkeypatch.setattr(train_lib, "make_train_step", diverging)
     with pytest.raises(SystemExit) as exit_info:
         run_main(train, [f"--model_dir={model_dir}", "--train_steps=50", "--eval_every=3", "--samples_per_class=0", *TINY])
     assert exit_info.value.code == 1
@@ -202,29 +201,34 @@ def test_sigterm_checkpoints_then_exits(tmp_path):
 
 def test_presets_fill_only_the_flags_not_given():
     parse_flags(train, ["--model_dir=/tmp/unused", "--config=cifar10", "--num_layers=3"])
-    train.apply_preset()
-    assert FLAGS.num_layers == 3  # given explicitly
-    assert (FLAGS.filters, FLAGS.kernel_size, FLAGS.batch_size, FLAGS.dataset) == (384, 5, 128, "cifar10")
+    config = train.config_from_flags()
+    assert config.num_layers == 3  # given explicitly
+    assert (config.filters, config.kernel_size, config.batch_size, config.dataset) == (384, 5, 128, "cifar10")
 
 
 def test_ema_weights_are_what_gets_evaluated_and_saved(tmp_path):
+    from trainers.config import TrainConfig
+    from trainers.loop import WeightAverage
+
     model_dir = str(tmp_path / "run")
     run_main(train, [f"--model_dir={model_dir}", "--train_steps=6", "--eval_every=6", "--ema_decay=0.8",
                      "--samples_per_class=0", "--eval_examples=32", *TINY])
-    with tf.distribute.get_strategy().scope():
-        raw, optimizer = train.build_model_and_optimizer((8, 8, 1), 10)
-    tf.train.Checkpoint(model=raw, optimizer=optimizer).restore(
+    config = TrainConfig.from_json(os.path.join(model_dir, "run_config.json"))
+    raw = train_lib.build_model(config, (8, 8, 1), 10)
+    average = WeightAverage(raw, config.ema_decay)
+    tf.train.Checkpoint(model=raw, weight_average=average).restore(
         tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    ).assert_existing_objects_matched()
+    ).expect_partial().assert_existing_objects_matched()
     final, _ = load_model(model_dir)
-    averages = [a.numpy() for a in optimizer._model_variables_moving_average]  # in trainable_weights order
+    averages = [a.numpy() for a in average.averages]  # in trainable_weights order
     assert len(averages) == len(final.trainable_weights) == len(raw.trainable_weights)
     for weight, average in zip(final.trainable_weights, averages):
         np.testing.assert_allclose(weight.numpy(), average, rtol=1e-6)
     assert any(not np.allclose(w.numpy(), a) for w, a in zip(raw.trainable_weights, averages))
     metrics = json.load(open(os.path.join(model_dir, "metrics.json")))
-    parse_flags(evaluate, [f"--model_dir={model_dir}", "--max_examples=32"])
-    assert evaluate.evaluate()[1] == pytest.approx(metrics["test_bits_per_dim"], rel=1e-5)
+    assert evaluate.evaluate(model_dir, max_examples=32)["bits_per_dim"] == pytest.approx(
+        metrics["test_bits_per_dim"], rel=1e-5
+    )
 
 
 @pytest.mark.parametrize(

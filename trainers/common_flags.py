@@ -1,12 +1,17 @@
-"""Flags shared by the train, evaluate and sample binaries (defined once per process)."""
+"""Flags shared by the train, evaluate, sample and export binaries (defined once per process)."""
 
-from absl import flags
+import re
 
-from trainers.data import DATASETS, DEFAULT_DATASET
+from absl import app, flags
+
 
 flags.DEFINE_string("model_dir", None, "Training directory: checkpoints, logs, samples, model.keras, metrics.json.")
-flags.DEFINE_enum(
-    "dataset", DEFAULT_DATASET, sorted(DATASETS), "Data set: a tfds name, or the embedded 'digits' (no network)."
+flags.DEFINE_string(
+    "dataset",
+    "digits",
+    "Data set: the embedded 'digits' (no network), a tfds image data set name (read from --data_dir), "
+    "npz:PATH (a .npz with 'images' [N, H, W(, C)] 0..255, optional 'labels', 'test_images', 'test_labels') "
+    "or folder:PATH (image files of one size, a subfolder per class; train/ and test/ if present).",
 )
 flags.DEFINE_string("data_dir", None, "tfds data directory (default: tfds's own, ~/tensorflow_datasets).")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and samples.")
@@ -20,3 +25,34 @@ flags.DEFINE_bool(
 )
 
 FLAGS = flags.FLAGS
+
+
+def _check_dataset(name):
+    from trainers.data import check_dataset_name
+
+    try:
+        check_dataset_name(name)
+    except ValueError as error:
+        raise flags.ValidationError(str(error).split(": ", 1)[-1]) from error
+    return True
+
+
+flags.register_validator("dataset", _check_dataset)
+
+_NAME_BEFORE_VALUE = re.compile(r"(?<![\w\-/.])([a-z][a-z0-9_]*)(?=[=:])")
+
+
+def usage_error(error):
+    """An app.UsageError for a library error that starts with a flag's name ("name: ..." -> "--name: ...").
+
+    Every defined flag's name in the message followed by ``=`` or ``:`` gets its
+    ``--``. Re-raises ``error`` itself when the message does not start with a
+    flag's name (an unexpected error keeps its traceback).
+    """
+    message = str(error)
+    first = _NAME_BEFORE_VALUE.match(message)
+    if not first or first.group(1) not in FLAGS:
+        raise error
+    return app.UsageError(
+        _NAME_BEFORE_VALUE.sub(lambda m: f"--{m.group(1)}" if m.group(1) in FLAGS else m.group(1), message)
+    )

@@ -20,8 +20,7 @@ import os
 
 from absl import app, flags, logging
 
-from trainers import common_flags  # noqa: F401  (--dataset, --data_dir, --seed)
-from trainers.data import DATASETS
+from trainers import common_flags  # --dataset, --data_dir, --seed
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("embedding_out", None, "Where to save the embedding model (a .keras file).")
@@ -73,9 +72,11 @@ def train_embedding_model(dataset, embedding_dim, train_steps, batch_size, learn
     import keras
     import tensorflow as tf
 
-    from trainers.data import eval_pipeline, train_pipeline
+    from trainers.data import eval_pipeline, open_dataset, train_pipeline
 
-    spec = DATASETS[dataset]
+    spec = open_dataset(dataset, data_dir)
+    if spec.num_classes is None:
+        raise ValueError(f"dataset={dataset}: has no labels to train the embedding on.")
     keras.utils.set_random_seed(seed)
     embedding = embedding_network(spec.image_shape, embedding_dim)
     logits = keras.layers.Dense(spec.num_classes, name="classifier")(embedding.output)
@@ -89,9 +90,9 @@ def train_embedding_model(dataset, embedding_dim, train_steps, batch_size, learn
     def as_float(images, labels):  # the embedding contract: float32 values 0..255
         return tf.cast(images, tf.float32), labels
 
-    train = train_pipeline(dataset, batch_size, seed, data_dir).map(as_float)
+    train = train_pipeline(spec, batch_size, seed).map(as_float)
     classifier.fit(train, steps_per_epoch=train_steps, epochs=1, shuffle=False, verbose=0)  # shuffled by the pipeline
-    _, accuracy = classifier.evaluate(eval_pipeline(dataset, batch_size, data_dir).map(as_float), verbose=0)
+    _, accuracy = classifier.evaluate(eval_pipeline(spec, batch_size).map(as_float), verbose=0)
     return embedding, float(accuracy)
 
 
@@ -100,8 +101,6 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.embedding_out or not FLAGS.embedding_out.endswith(".keras"):
         raise app.UsageError(f"--embedding_out: expected a path ending in .keras, got {FLAGS.embedding_out!r}.")
-    if DATASETS[FLAGS.dataset].num_classes is None:
-        raise app.UsageError(f"--dataset={FLAGS.dataset}: has no labels to train the embedding on.")
     for name in ("embedding_dim", "classifier_steps", "classifier_batch_size"):
         if FLAGS[name].value < 1:
             raise app.UsageError(f"--{name}: expected >= 1, got {FLAGS[name].value}.")
@@ -117,8 +116,8 @@ def main(argv):
             FLAGS.seed,
             FLAGS.data_dir,
         )  # fmt: skip
-    except DatasetUnavailableError as error:
-        raise app.UsageError(str(error))
+    except (ValueError, DatasetUnavailableError) as error:
+        raise common_flags.usage_error(error) from error
     directory = os.path.dirname(os.path.abspath(FLAGS.embedding_out))
     os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, f".embedding.tmp-{os.getpid()}.keras")

@@ -2,7 +2,8 @@ r"""Test bits/dim of a trained model: ``python -m trainers.evaluate --model_dir=
 
 Loads <model_dir>/model.keras (or --checkpoint, or the latest checkpoint) and
 evaluates it on --split of the data set it was trained on (from
-run_config.json, unless --dataset is given). Prints a JSON line with the mean bits/dim.
+run_config.json, unless --dataset is given). Prints a JSON line with the mean
+bits/dim. From Python: ``evaluate(model_dir, split="test", ...)``.
 """
 
 import json
@@ -10,56 +11,87 @@ import os
 
 from absl import app, flags, logging
 
-from trainers import common_flags  # noqa: F401
+from trainers import common_flags  # --model_dir, --dataset, --data_dir, --checkpoint
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("split", "test", ["train", "test"], "Which split to evaluate.")
 flags.DEFINE_integer("eval_batch_size", 64, "Evaluation batch size.")
 flags.DEFINE_integer("max_examples", 0, "Evaluate at most this many images (0: all).")
+flags.register_validator("eval_batch_size", lambda value: value >= 1, "expected >= 1")
+flags.register_validator("max_examples", lambda value: value >= 0, "expected >= 0")
 
 
-def run_config_value(name):
-    """A flag's value: as given, else what the training run used (run_config.json), else its default."""
-    from keras_pixelcnn.model_dir import RUN_CONFIG, read_json
+def run_config(model_dir):
+    """The TrainConfig of the run in ``model_dir`` (its run_config.json; defaults if there is none)."""
+    import tensorflow as tf
 
-    if FLAGS[name].present:
-        return FLAGS[name].value
-    return read_json(os.path.join(FLAGS.model_dir, RUN_CONFIG), {}).get(name, FLAGS[name].value)
+    from keras_pixelcnn.model_dir import RUN_CONFIG
+    from trainers.config import TrainConfig
+
+    path = os.path.join(model_dir, RUN_CONFIG)
+    return TrainConfig.from_json(path) if tf.io.gfile.exists(path) else TrainConfig()
 
 
-def load_trained_model():
+def run_dataset(model_dir, dataset=None, data_dir=None):
+    """The ImageData to use: ``dataset`` / ``data_dir`` if given, else the training run's."""
+    from trainers.data import open_dataset
+
+    config = run_config(model_dir)
+    if dataset is None:
+        return open_dataset(config.dataset, data_dir or config.data_dir, config.num_classes)
+    return open_dataset(dataset, data_dir)
+
+
+def load_trained_model(model_dir, checkpoint=None):
+    """The model of ``model_dir`` (keras_pixelcnn.model_dir.load_model), logging what was loaded."""
     from keras_pixelcnn.model_dir import load_model
 
-    if not FLAGS.model_dir:
-        raise app.UsageError("--model_dir: required.")
-    try:
-        model, source = load_model(FLAGS.model_dir, FLAGS.checkpoint)
-    except (FileNotFoundError, ValueError) as error:  # messages start with the argument at fault
-        raise app.UsageError(f"--{error}") from error
+    model, source = load_model(model_dir, checkpoint)
     logging.info("Loaded %s", source)
     return model
 
 
-def evaluate():
-    """Mean bits/dim of the flagged model on the flagged split."""
-    from trainers.data import DatasetUnavailableError, eval_pipeline
+def evaluate(model_dir, split="test", batch_size=64, max_examples=0, checkpoint=None, dataset=None, data_dir=None):
+    """Mean bits/dim of the trained model of ``model_dir`` on ``split``.
+
+    Args:
+      model_dir: a training directory.
+      split: "train" or "test".
+      batch_size: evaluation batch size.
+      max_examples: evaluate at most this many images (0: all).
+      checkpoint: None (model.keras, else the latest checkpoint), or a checkpoint prefix or name.
+      dataset, data_dir: the data (default: the training run's, from run_config.json).
+
+    Returns:
+      {"dataset": name, "split": split, "bits_per_dim": float}.
+
+    Raises:
+      ValueError, FileNotFoundError: bad arguments; the message starts with the argument's name.
+    """
+    from trainers.data import eval_pipeline
     from trainers.loop import make_evaluator
 
-    model = load_trained_model()
-    dataset = run_config_value("dataset")
-    try:
-        data = eval_pipeline(
-            dataset, FLAGS.eval_batch_size, run_config_value("data_dir"), split=FLAGS.split, max_examples=FLAGS.max_examples
-        )
-    except DatasetUnavailableError as error:
-        raise app.UsageError(str(error))
-    return dataset, make_evaluator(model)(data)
+    model = load_trained_model(model_dir, checkpoint)
+    data = run_dataset(model_dir, dataset, data_dir)
+    bits = make_evaluator(model)(eval_pipeline(data, batch_size, split=split, max_examples=max_examples))
+    return {"dataset": data.name, "split": split, "bits_per_dim": bits}
 
 
 def main(argv):
-    del argv
-    dataset, bits = evaluate()
-    print(json.dumps({"dataset": dataset, "split": FLAGS.split, "bits_per_dim": bits}))
+    from trainers.data import DatasetUnavailableError
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.model_dir:
+        raise app.UsageError("--model_dir: required.")
+    try:
+        result = evaluate(
+            FLAGS.model_dir, FLAGS.split, FLAGS.eval_batch_size, FLAGS.max_examples, FLAGS.checkpoint,
+            FLAGS.dataset if FLAGS["dataset"].present else None, FLAGS.data_dir,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError, DatasetUnavailableError) as error:
+        raise common_flags.usage_error(error) from error
+    print(json.dumps(result))
 
 
 def run():

@@ -1,4 +1,4 @@
-"""The distributed training step, evaluation, and EMA weight swapping.
+"""The distributed training step, evaluation, and the Polyak average of the weights.
 
 One custom loop serves every strategy (default, MirroredStrategy,
 MultiWorkerMirroredStrategy): Keras 3 ``fit`` fails under
@@ -27,7 +27,7 @@ def model_inputs(model, images, labels):
     return (images, labels) if model.conditioned else images
 
 
-def make_train_step(model, optimizer, strategy, global_batch_size, clip_norm=0.0, jit_compile=False):
+def make_train_step(model, optimizer, strategy, global_batch_size, clip_norm=0.0, jit_compile=False, average=None):
     """A tf.function ``step(distributed_batch) -> mean loss (bits/dim) of the global batch``.
 
     Args:
@@ -39,6 +39,7 @@ def make_train_step(model, optimizer, strategy, global_batch_size, clip_norm=0.0
       clip_norm: > 0 clips the *global* gradient (after the all-reduce) to this norm.
       jit_compile: XLA-compile the forward and backward pass of each replica
         (the optimizer update, which all-reduces, stays outside XLA).
+      average: a WeightAverage to update after each step, or None.
     """
     variables = model.trainable_variables
     num_replicas = strategy.num_replicas_in_sync
@@ -71,7 +72,10 @@ def make_train_step(model, optimizer, strategy, global_batch_size, clip_norm=0.0
     @tf.function
     def train_step(batch):
         per_replica = strategy.run(replica_step, args=batch)
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        if average is not None:
+            average.update(optimizer.iterations)
+        return loss
 
     return train_step
 
@@ -94,27 +98,45 @@ def make_evaluator(model):
     return evaluate
 
 
-def _base_optimizer(optimizer):
-    return getattr(optimizer, "inner_optimizer", optimizer)
+class WeightAverage(tf.Module):
+    """Polyak averages of a model's trainable weights (``average = decay * average + (1 - decay) * weight``).
 
+    Our own variables rather than the Keras optimizer's ``use_ema`` (whose averages
+    are private attributes). Create it under the strategy's scope; it is tracked by
+    ``tf.train.Checkpoint(..., weight_average=average)``. The first update copies
+    the weights (as Keras's optimizer EMA does).
 
-@contextlib.contextmanager
-def ema_weights(optimizer):
-    """Temporarily swaps the Polyak averages into the model's variables.
-
-    A no-op without EMA, and before the first step (the averages start at zero
-    and take the weights' value on the first update).
+    Args:
+      model: the model whose ``trainable_variables`` are averaged.
+      decay: in (0, 1).
     """
-    base = _base_optimizer(optimizer)
-    if not base.use_ema or read_scalar(base.iterations) == 0:
-        yield
-        return
-    variables = base._trainable_variables
-    backup = [tf.identity(v.value) for v in variables]
-    for variable, average in zip(variables, base._model_variables_moving_average):
-        variable.assign(average)
-    try:
-        yield
-    finally:
-        for variable, value in zip(variables, backup):
-            variable.assign(value)
+
+    def __init__(self, model, decay):
+        super().__init__(name="weight_average")
+        self.decay = float(decay)
+        self._model_variables = lambda: model.trainable_variables  # a function: not tracked twice
+        self.averages = [
+            tf.Variable(tf.zeros_like(v), trainable=False, name="average") for v in model.trainable_variables
+        ]
+
+    def update(self, step):
+        """Folds the current weights in; ``step`` is the optimizer's iteration count after the update (>= 1)."""
+        decay = tf.cast(step > 1, tf.float32) * self.decay
+        for average, variable in zip(self.averages, self._model_variables()):
+            average.assign(decay * average + (1.0 - decay) * tf.cast(variable, average.dtype))
+
+    @contextlib.contextmanager
+    def swapped_in(self, step):
+        """Temporarily puts the averages in the model's variables (a no-op before the first ``step``)."""
+        if step == 0:
+            yield
+            return
+        variables = self._model_variables()
+        backup = [tf.identity(v) for v in variables]
+        for variable, average in zip(variables, self.averages):
+            variable.assign(average)
+        try:
+            yield
+        finally:
+            for variable, value in zip(variables, backup):
+                variable.assign(value)

@@ -2,32 +2,37 @@ r"""Samples a grid from a trained model.
 
     # --mode=classes (default): one row per class id (one row for unconditional models)
     python -m trainers.sample --model_dir=DIR --class_ids=0,1,2 --num=8 \
-        --temperature=1.0 --seed=0 --out=grid.png
+        --temperature=1.0 --seed=0            # writes DIR/samples/classes.png
     # --mode=reconstruct (autoencoder / embedding models): one row per test image,
     # the image itself, a blank column, then --num sampled reconstructions
-    python -m trainers.sample --model_dir=DIR --mode=reconstruct --image_ids=0,1,2 --num=8 --out=recon.png
+    python -m trainers.sample --model_dir=DIR --mode=reconstruct --image_ids=0,1,2 --num=8
     # --mode=interpolate (autoencoder / embedding models): rows = --steps codes on the
     # line from h(image a) to h(image b), end points included; columns = --num samples
-    python -m trainers.sample --model_dir=DIR --mode=interpolate --image_ids=3,7 --steps=8 --num=8 --out=interp.png
+    python -m trainers.sample --model_dir=DIR --mode=interpolate --image_ids=3,7 --steps=8 --num=8
 
 Images for reconstruct / interpolate are --image_ids of --split (default test) of
 the run's data set (run_config.json), or the images of --images (a .npy file of
-uint8 [N, H, W, C]). --out_npy also writes the sampled images as uint8
+integer images [N, H, W, C], or a .npz file with an 'images' array). The grid goes
+to --out, by default <model_dir>/samples/<mode>.png. --out_npy also writes the sampled images as uint8
 [rows, --num, H, W, C]. Loads <model_dir>/model.keras, or --checkpoint / the
-latest checkpoint.
+latest checkpoint. From Python: ``sample(model_dir, mode=..., ...)``.
 """
 
-import numpy as np
-from absl import app, flags, logging
+import io
+import os
 
-from trainers import common_flags  # noqa: F401
-from trainers.evaluate import load_trained_model, run_config_value
+import numpy as np
+from absl import app, flags
+
+from trainers import common_flags  # --model_dir, --seed, --checkpoint (and --split of trainers.evaluate)
+from trainers.evaluate import load_trained_model, run_dataset
 
 FLAGS = flags.FLAGS
+MODES = ("classes", "reconstruct", "interpolate")
 flags.DEFINE_enum(
     "mode",
     "classes",
-    ["classes", "reconstruct", "interpolate"],
+    MODES,
     "classes: a row per class id (or one row, unconditional). reconstruct: a row per input image with its "
     "sampled reconstructions. interpolate: a row per code on the line between two images' codes.",
 )
@@ -38,140 +43,184 @@ flags.DEFINE_list(
     "--mode=reconstruct: indices of the input images (default: the first 8); --mode=interpolate: the two end "
     "points (default: 0,1). Indices into --split of the run's data set, or into --images.",
 )
-flags.DEFINE_string("images", None, "A .npy file of uint8 images [N, H, W, C] to use instead of the data set.")
+flags.DEFINE_string("images", None, "A .npy (or .npz with 'images') file of images [N, H, W, C] 0..255 to use instead.")
 flags.DEFINE_integer("steps", 8, "--mode=interpolate: codes (grid rows) from the first image's to the second's, >= 2.")
 flags.DEFINE_integer("num", 8, "Samples per row.")
 flags.DEFINE_float("temperature", 1.0, "Sampling temperature (> 0).")
-flags.DEFINE_string("out", "samples.png", "Output PNG path.")
+flags.DEFINE_string("out", None, "Output PNG path (default: <model_dir>/samples/<mode>.png).")
 flags.DEFINE_string("out_npy", None, "Also write the sampled images here as uint8 [rows, --num, H, W, C].")
 flags.DEFINE_integer("scale", 0, "Enlarge each pixel this many times (0: 4 for images under 16 pixels, else 1).")
 
 DEFAULT_RECONSTRUCTIONS = 8
 
 
-def _parse_ids(name, values):
+def _ids(name, values):
+    """Integer ids from a list of ints or strings."""
     try:
         return [int(v) for v in values]
-    except ValueError:
-        raise app.UsageError(f"--{name}: expected comma-separated integers, got {values}.")
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected comma-separated integers, got {values}.") from None
 
 
-def load_images(image_ids, image_shape):
-    """The images ``image_ids`` of --images, or of --split of the run's data set: uint8 [len(ids), H, W, C]."""
+def read_image_file(path, image_shape):
+    """Images from a .npy array or the 'images' array of a .npz file, checked to be [N, *image_shape] in 0..255."""
+    import tensorflow as tf
+
+    from trainers.data import check_images
+
+    try:
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            loaded = np.load(io.BytesIO(handle.read()))
+    except (OSError, ValueError, tf.errors.OpError) as error:
+        raise ValueError(f"images: cannot read {path} as a .npy or .npz array: {error}") from error
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        if "images" not in loaded.files:
+            raise ValueError(f"images: {path} has no 'images' array (found {sorted(loaded.files)}).")
+        loaded = loaded["images"]
+    pool = check_images(loaded, f"images: {path}")
+    if pool.shape[1:] != tuple(image_shape):
+        raise ValueError(f"images: expected images [N, {', '.join(map(str, image_shape))}] in {path}, got {pool.shape}.")
+    return pool
+
+
+def load_images(model_dir, image_ids, image_shape, images=None, split="test"):
+    """The images ``image_ids`` of the file ``images``, or of ``split`` of the run's data set: uint8 [len(ids), H, W, C]."""
     if min(image_ids) < 0:
-        raise app.UsageError(f"--image_ids: expected indices >= 0, got {image_ids}.")
-    if FLAGS.images:
-        try:
-            pool = np.load(FLAGS.images)
-        except (OSError, ValueError) as error:
-            raise app.UsageError(f"--images: cannot read {FLAGS.images} as a .npy array: {error}") from error
-        if pool.ndim != 4 or pool.shape[1:] != tuple(image_shape) or pool.dtype != np.uint8:
-            raise app.UsageError(
-                f"--images: expected uint8 [N, {', '.join(map(str, image_shape))}], got {pool.dtype} {pool.shape}."
-            )
-        source = FLAGS.images
+        raise ValueError(f"image_ids: expected indices >= 0, got {image_ids}.")
+    if images:
+        pool, source = read_image_file(images, image_shape), images
     else:
-        from trainers.data import DatasetUnavailableError, load_split
-
-        dataset = run_config_value("dataset")
-        try:
-            split = load_split(dataset, FLAGS.split, run_config_value("data_dir")).take(max(image_ids) + 1)
-            pool = np.stack([image.numpy() for image, _ in split])
-        except DatasetUnavailableError as error:
-            raise app.UsageError(str(error))
-        source = f"--split={FLAGS.split} of --dataset={dataset}"
+        data = run_dataset(model_dir)
+        pool = np.stack([image.numpy() for image, _ in data.split(split).take(max(image_ids) + 1)])
+        source = f"split={split} of dataset={data.name}"
     if max(image_ids) >= len(pool):
-        raise app.UsageError(
-            f"--image_ids: expected indices below {len(pool)} (the size of {source}), got {image_ids}."
-        )
+        raise ValueError(f"image_ids: expected indices below {len(pool)} (the size of {source}), got {image_ids}.")
     return pool[image_ids]
 
 
-def sample_grid(model):
-    """Samples for the flagged mode: (uint8 cells [rows, cols, H, W, C] for the PNG, samples [rows, --num, H, W, C])."""
+def sample_grid(model, model_dir, mode="classes", class_ids=None, image_ids=None, images=None, steps=8, num=8,
+                temperature=1.0, seed=0, split="test"):  # fmt: skip
+    """Samples for ``mode``: (uint8 cells [rows, cols, H, W, C] for the PNG, samples [rows, num, H, W, C])."""
     from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
     from trainers.grids import reconstruction_cells
 
     has_encoder = isinstance(model, PixelCNNAutoEncoder)
-    if FLAGS.mode != "classes" and FLAGS.class_ids:
-        raise app.UsageError(f"--class_ids: only used with --mode=classes, got --mode={FLAGS.mode}.")
-    if FLAGS.mode == "classes" and (FLAGS.image_ids or FLAGS.images):
-        raise app.UsageError("--image_ids, --images: only used with --mode=reconstruct or --mode=interpolate.")
-    if FLAGS.mode == "classes":
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {list(MODES)}, got {mode!r}.")
+    if mode != "classes" and class_ids:
+        raise ValueError(f"class_ids: only used with mode=classes, got mode={mode}.")
+    if mode == "classes" and (image_ids or images):
+        raise ValueError("image_ids, images: only used with mode=reconstruct or mode=interpolate.")
+    if mode == "classes":
         if has_encoder:
-            raise app.UsageError(
-                f"--mode=classes: this {type(model).__name__} is conditioned on images; "
-                "use --mode=reconstruct or --mode=interpolate."
+            raise ValueError(
+                f"mode=classes: this {type(model).__name__} is conditioned on images; "
+                "use mode=reconstruct or mode=interpolate."
             )
-        return sample_classes(model)
+        return sample_classes(model, class_ids, num, temperature, seed)
     if not has_encoder:
-        raise app.UsageError(
-            f"--mode={FLAGS.mode}: needs a model with an encoder (trained with --conditioning=autoencoder or "
+        raise ValueError(
+            f"mode={mode}: needs a model with an encoder (trained with conditioning=autoencoder or "
             f"embedding), got a {type(model).__name__}."
         )
-    temperature, seed, num = FLAGS.temperature, FLAGS.seed, FLAGS.num
-    if FLAGS.mode == "reconstruct":
-        image_ids = (
-            _parse_ids("image_ids", FLAGS.image_ids) if FLAGS.image_ids else list(range(DEFAULT_RECONSTRUCTIONS))
-        )
-        inputs = load_images(image_ids, model.image_shape)
+    if mode == "reconstruct":
+        image_ids = _ids("image_ids", image_ids) if image_ids else list(range(DEFAULT_RECONSTRUCTIONS))
+        inputs = load_images(model_dir, image_ids, model.image_shape, images, split)
         samples = np.asarray(model.reconstruct(inputs, num, temperature=temperature, seed=seed))
         return reconstruction_cells(inputs, samples), samples
-    image_ids = _parse_ids("image_ids", FLAGS.image_ids) if FLAGS.image_ids else [0, 1]
+    image_ids = _ids("image_ids", image_ids) if image_ids else [0, 1]
     if len(image_ids) != 2:
-        raise app.UsageError(f"--image_ids: --mode=interpolate takes exactly two ids, got {image_ids}.")
-    if FLAGS.steps < 2:
-        raise app.UsageError(f"--steps: expected >= 2 (the end points included), got {FLAGS.steps}.")
-    image_a, image_b = load_images(image_ids, model.image_shape)
-    samples, _ = model.interpolate(image_a, image_b, FLAGS.steps, num, temperature=temperature, seed=seed)
+        raise ValueError(f"image_ids: mode=interpolate takes exactly two ids, got {image_ids}.")
+    if steps < 2:
+        raise ValueError(f"steps: expected >= 2 (the end points included), got {steps}.")
+    image_a, image_b = load_images(model_dir, image_ids, model.image_shape, images, split)
+    samples, _ = model.interpolate(image_a, image_b, steps, num, temperature=temperature, seed=seed)
     samples = np.asarray(samples)
     return samples, samples
 
 
-def sample_classes(model):
+def sample_classes(model, class_ids, num, temperature, seed):
     if model.num_classes is not None:
-        class_ids = _parse_ids("class_ids", FLAGS.class_ids) if FLAGS.class_ids else list(range(model.num_classes))
+        class_ids = _ids("class_ids", class_ids) if class_ids else list(range(model.num_classes))
         if min(class_ids) < 0 or max(class_ids) >= model.num_classes:
-            raise app.UsageError(f"--class_ids: expected ids in [0, {model.num_classes}), got {class_ids}.")
-        samples = model.sample(
-            condition=np.repeat(class_ids, FLAGS.num), temperature=FLAGS.temperature, seed=FLAGS.seed
-        )
+            raise ValueError(f"class_ids: expected ids in [0, {model.num_classes}), got {class_ids}.")
+        samples = model.sample(condition=np.repeat(class_ids, num), temperature=temperature, seed=seed)
         rows = len(class_ids)
-    elif FLAGS.class_ids:
-        raise app.UsageError("--class_ids: this model is unconditional.")
+    elif class_ids:
+        raise ValueError("class_ids: this model is unconditional.")
     elif model.conditioned:
-        raise app.UsageError(
-            "--mode=classes: this model is conditioned on vectors (condition_shape); sample it from Python "
+        raise ValueError(
+            "mode=classes: this model is conditioned on vectors (condition_shape); sample it from Python "
             "with model.sample(condition=...)."
         )
     else:
-        samples = model.sample(num_samples=FLAGS.num, temperature=FLAGS.temperature, seed=FLAGS.seed)
+        samples = model.sample(num_samples=num, temperature=temperature, seed=seed)
         rows = 1
-    samples = np.asarray(samples).reshape((rows, FLAGS.num) + model.image_shape)
+    samples = np.asarray(samples).reshape((rows, num) + model.image_shape)
     return samples, samples
 
 
-def main(argv):
+def sample(model_dir, mode="classes", *, class_ids=None, image_ids=None, images=None, steps=8, num=8,
+           temperature=1.0, seed=0, split="test", checkpoint=None, out=None, out_npy=None, scale=0):  # fmt: skip
+    """Samples a grid from the trained model of ``model_dir`` and writes it as a PNG.
+
+    Args:
+      model_dir: a training directory.
+      mode: "classes", "reconstruct" or "interpolate" (module docstring).
+      class_ids, image_ids: lists of ints (or of digit strings).
+      images: a .npy / .npz file of images to use instead of the run's data set.
+      steps, num, temperature, seed, split: as the flags of the same names.
+      checkpoint: None (model.keras, else the latest checkpoint), or a checkpoint prefix or name.
+      out: the PNG path (default: <model_dir>/samples/<mode>.png).
+      out_npy: also write the samples here, uint8 [rows, num, H, W, C].
+      scale: pixel enlargement (0: 4 for images under 16 pixels, else 1).
+
+    Returns:
+      (the PNG path written, samples uint8 [rows, num, H, W, C]).
+
+    Raises:
+      ValueError, FileNotFoundError: bad arguments; the message starts with the argument's name.
+    """
     from keras_pixelcnn.model_dir import atomic_write
     from trainers.grids import image_grid, write_png
 
-    del argv
-    if FLAGS.num < 1:
-        raise app.UsageError(f"--num: expected >= 1, got {FLAGS.num}.")
-    if not FLAGS.temperature > 0:
-        raise app.UsageError(f"--temperature: expected > 0, got {FLAGS.temperature}.")
-    model = load_trained_model()
-    cells, samples = sample_grid(model)
-    height = model.image_shape[0]
-    scale = FLAGS.scale or (4 if height < 16 else 1)
-    write_png(FLAGS.out, image_grid(cells, scale=scale))
-    if FLAGS.out_npy:
-        import io
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ValueError(f"num: expected an int >= 1, got {num!r}.")
+    if not temperature > 0:
+        raise ValueError(f"temperature: expected > 0, got {temperature}.")
+    model = load_trained_model(model_dir, checkpoint)
+    cells, samples = sample_grid(model, model_dir, mode, class_ids, image_ids, images, steps, num, temperature, seed,
+                                 split)  # fmt: skip
+    scale = scale or (4 if model.image_shape[0] < 16 else 1)
+    if out is None:
+        import tensorflow as tf
 
+        tf.io.gfile.makedirs(os.path.join(model_dir, "samples"))
+        out = os.path.join(model_dir, "samples", f"{mode}.png")
+    write_png(out, image_grid(cells, scale=scale))
+    if out_npy:
         buffer = io.BytesIO()
         np.save(buffer, samples)
-        atomic_write(FLAGS.out_npy, buffer.getvalue())
-    logging.info("Wrote %d x %d samples (--mode=%s) to %s", samples.shape[0], samples.shape[1], FLAGS.mode, FLAGS.out)
+        atomic_write(out_npy, buffer.getvalue())
+    return out, samples
+
+
+def main(argv):
+    from trainers.data import DatasetUnavailableError
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.model_dir:
+        raise app.UsageError("--model_dir: required.")
+    try:
+        out, samples = sample(
+            FLAGS.model_dir, FLAGS.mode, class_ids=FLAGS.class_ids, image_ids=FLAGS.image_ids, images=FLAGS.images,
+            steps=FLAGS.steps, num=FLAGS.num, temperature=FLAGS.temperature, seed=FLAGS.seed, split=FLAGS.split,
+            checkpoint=FLAGS.checkpoint, out=FLAGS.out, out_npy=FLAGS.out_npy, scale=FLAGS.scale,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError, DatasetUnavailableError) as error:
+        raise common_flags.usage_error(error) from error
+    print(f"Wrote {samples.shape[0]} x {samples.shape[1]} samples (--mode={FLAGS.mode}) to {out}")
 
 
 def run():

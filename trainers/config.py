@@ -1,0 +1,207 @@
+"""TrainConfig: every setting of a training run, and the paper's presets.
+
+A run is ``train_lib.train_and_evaluate(config, model_dir, strategy)``; the
+binary ``trainers.train`` only turns flags into a TrainConfig (a preset, then
+the flags given explicitly). Where the run happens (model_dir, the
+tf.distribute strategy, devices) is not part of the config.
+
+``<model_dir>/run_config.json`` is ``TrainConfig.to_json()``; an older or
+partial file loads with the defaults for missing keys.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+CONDITIONINGS = ("none", "class", "autoencoder", "embedding")
+HEADS = ("softmax", "logistic_mixture")
+LR_SCHEDULES = ("constant", "exponential", "cosine")
+MIXED_PRECISIONS = ("none", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The settings of one training run (the flags of ``trainers.train``, same names and defaults).
+
+    Data:
+      dataset: ``digits`` (embedded), a tfds image data set name, ``npz:PATH``
+        or ``folder:PATH`` (see trainers/data.py).
+      data_dir: tfds data directory (None: tfds's default).
+      num_classes: classes of an npz/folder data set (None: max label + 1).
+
+    Model:
+      conditioning: none | class | autoencoder | embedding.
+      bottleneck_dim: size of the code h (conditioning=autoencoder).
+      embedding_model: a .keras model mapping images to vectors (conditioning=embedding).
+      spatial_condition: location-dependent conditioning s = m(h).
+      num_layers, filters, kernel_size, head, num_mixtures, dropout: the PixelCNN.
+
+    Optimisation:
+      batch_size (global), learning_rate, lr_schedule, lr_decay_rate,
+      train_steps, ema_decay (0: off), clip_norm (0: off), mixed_precision,
+      jit_compile, seed.
+
+    Evaluation and logging:
+      eval_every (steps; also the checkpoint interval and one Keras "epoch"),
+      eval_examples (0: the whole test split), samples_per_class (grids; 0: none),
+      log_every.
+
+    Provenance:
+      config: the preset this config started from, if any.
+    """
+
+    dataset: str = "digits"
+    data_dir: Optional[str] = None
+    num_classes: Optional[int] = None
+    conditioning: str = "class"
+    bottleneck_dim: int = 10
+    embedding_model: Optional[str] = None
+    spatial_condition: bool = False
+    num_layers: int = 6
+    filters: int = 32
+    kernel_size: int = 3
+    head: str = "softmax"
+    num_mixtures: int = 5
+    dropout: float = 0.0
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    lr_schedule: str = "constant"
+    lr_decay_rate: float = 0.99995
+    train_steps: int = 1000
+    eval_every: int = 250
+    eval_examples: int = 0
+    samples_per_class: int = 8
+    log_every: int = 50
+    ema_decay: float = 0.0
+    clip_norm: float = 0.0
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    seed: int = 0
+    config: Optional[str] = None
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def validate(self):
+        """Checks every field on its own (no data read); returns self.
+
+        Raises:
+          ValueError: the first bad field, named at the start of the message.
+        """
+        from trainers import data
+
+        for name in ("train_steps", "eval_every", "log_every", "num_layers", "filters", "num_mixtures",
+                     "bottleneck_dim"):  # fmt: skip
+            _check_int(self, name, minimum=1)
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(
+                f"batch_size: the global batch must split evenly over the replicas: expected an int >= 1, "
+                f"got {self.batch_size!r}."
+            )
+        for name in ("eval_examples", "samples_per_class", "seed"):
+            _check_int(self, name, minimum=0)
+        if self.num_classes is not None:
+            _check_int(self, "num_classes", minimum=1)
+        if isinstance(self.kernel_size, bool) or not isinstance(self.kernel_size, int) or self.kernel_size < 3 \
+                or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size: expected an odd number >= 3, got {self.kernel_size!r}.")
+        for name, choices in (("conditioning", CONDITIONINGS), ("head", HEADS), ("lr_schedule", LR_SCHEDULES),
+                              ("mixed_precision", MIXED_PRECISIONS)):  # fmt: skip
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}: expected one of {list(choices)}, got {getattr(self, name)!r}.")
+        _check_number(self, "learning_rate", lambda v: v > 0, "a number > 0")
+        _check_number(self, "clip_norm", lambda v: v >= 0, "a number >= 0")
+        _check_number(self, "ema_decay", lambda v: 0 <= v < 1, "a value in [0, 1)")
+        _check_number(self, "dropout", lambda v: 0 <= v < 1, "a rate in [0, 1)")
+        _check_number(self, "lr_decay_rate", lambda v: 0 < v <= 1, "a factor in (0, 1]")
+        if self.conditioning == "embedding" and not self.embedding_model:
+            raise ValueError("embedding_model: required with conditioning=embedding (a .keras file).")
+        if self.conditioning != "embedding" and self.embedding_model:
+            raise ValueError(
+                f"embedding_model: only used with conditioning=embedding, got conditioning={self.conditioning}."
+            )
+        if self.spatial_condition and self.conditioning == "none":
+            raise ValueError("spatial_condition: needs a condition to map; got conditioning=none.")
+        if self.config is not None and self.config not in PRESETS:
+            raise ValueError(f"config: expected None or one of {sorted(PRESETS)}, got {self.config!r}.")
+        data.check_dataset_name(self.dataset)
+        return self
+
+    def with_absolute_paths(self):
+        """A copy whose local file paths (embedding model, npz/folder data, data_dir) are absolute."""
+        from trainers.data import absolute_dataset
+
+        return self.replace(
+            dataset=absolute_dataset(self.dataset),
+            data_dir=_absolute(self.data_dir),
+            embedding_model=_absolute(self.embedding_model),
+        )
+
+    def to_json(self, path=None):
+        """The config as JSON text; also written (atomically, any tf.io.gfile path) to ``path`` if given."""
+        text = json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+        if path is not None:
+            from keras_pixelcnn.model_dir import atomic_write
+
+            atomic_write(path, text)
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path):
+        """A TrainConfig from JSON text or a JSON file (any tf.io.gfile path).
+
+        Missing keys take their defaults (older or partial run_config.json files);
+        keys that are not fields (notes a run added) are ignored; null values of
+        non-optional fields count as missing.
+        """
+        text = text_or_path
+        if not text_or_path.lstrip().startswith("{"):
+            import tensorflow as tf
+
+            with tf.io.gfile.GFile(text_or_path) as handle:
+                text = handle.read()
+        values = json.loads(text)
+        if not isinstance(values, dict):
+            raise ValueError(f"run config: expected a JSON object, got {type(values).__name__}.")
+        defaults = cls()
+        known = {}
+        for field in dataclasses.fields(cls):
+            if field.name in values and (values[field.name] is not None or getattr(defaults, field.name) is None):
+                known[field.name] = values[field.name]
+        return cls(**known)
+
+
+def _check_int(config, name, minimum):
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: expected >= {minimum} (an int), got {value!r}.")
+
+
+def _check_number(config, name, is_valid, expected):
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not is_valid(value):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}.")
+
+
+def _absolute(path):
+    """``path`` made absolute when it is a local path (URLs such as gs://... are kept)."""
+    if not path or "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+# The paper (van den Oord et al. 2016) gives one architecture (20 layers, 384 units,
+# 5x5) and batch 128 for its ImageNet runs; it does not state the optimizer's
+# settings: Adam with PixelCNN++'s per-step decay and Polyak averaging.
+_PAPER = dict(
+    num_layers=20, filters=384, kernel_size=5, batch_size=128, conditioning="none", head="softmax",
+    learning_rate=1e-3, lr_schedule="exponential", lr_decay_rate=0.999995, ema_decay=0.9995, train_steps=200_000,
+    eval_every=5000, samples_per_class=0,
+)  # fmt: skip
+PRESETS = {
+    "cifar10": TrainConfig(**_PAPER, dataset="cifar10", dropout=0.5, config="cifar10"),  # paper: 3.03 bits/dim
+    "imagenet32": TrainConfig(**_PAPER, dataset="downsampled_imagenet/32x32", config="imagenet32"),  # paper: 3.83
+    "imagenet64": TrainConfig(**_PAPER, dataset="downsampled_imagenet/64x64", config="imagenet64"),  # paper: 3.57
+}

@@ -1,0 +1,385 @@
+"""Training as a library: ``train_and_evaluate(config, model_dir, strategy=None, callbacks=None)``.
+
+    from trainers.config import TrainConfig
+    from trainers.train_lib import train_and_evaluate
+
+    metrics = train_and_evaluate(TrainConfig(train_steps=500), "/tmp/run",
+                                 callbacks=[keras.callbacks.CSVLogger("/tmp/log.csv")])
+
+One custom loop for every tf.distribute strategy (trainers/loop.py) with
+checkpoints and resume, Polyak averaging (EMA), evaluation, sample grids and
+TensorBoard summaries, all under ``model_dir`` (any tf.io.gfile path: local,
+gs://, ram://; layout in keras_pixelcnn/model_dir.py). Keras callbacks are
+driven as ``fit`` drives them, with one evaluation interval (``eval_every``
+steps) as one epoch:
+
+  on_train_begin / on_train_end
+  on_epoch_begin(epoch) / on_epoch_end(epoch, {loss, bits_per_dim, val_loss, val_bits_per_dim})
+  on_train_batch_begin(batch) / on_train_batch_end(batch, {loss, bits_per_dim})
+  on_test_begin / on_test_end({loss, bits_per_dim}) around each evaluation
+
+``model.stop_training = True`` ends the run after the current step with a
+checkpoint, a final evaluation and model.keras. A non-finite loss raises
+NonFiniteLossError (the last checkpoint is from before it) unless a callback
+such as TerminateOnNaN asked to stop, which ends the run without saving the
+non-finite weights. SIGTERM / SIGINT (main thread only) checkpoint the current
+step and raise TrainingInterrupted; run again to resume.
+"""
+
+import hashlib
+import math
+import os
+import signal
+import sys
+import threading
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from keras_pixelcnn import model_dir as layout
+from trainers import data as data_lib
+from trainers.loop import WeightAverage, make_evaluator, make_train_step, read_scalar
+
+RECONSTRUCTION_ROWS = 8  # test images shown with their reconstructions at each evaluation (autoencoder, embedding)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the last checkpoint is from before."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT stopped the run after checkpointing; ``signum`` is the signal's number."""
+
+    def __init__(self, signum, step):
+        super().__init__(f"Stopped by signal {signum} at step {step}; run again to resume from its checkpoint.")
+        self.signum, self.step = signum, step
+
+
+def load_embedding_model(path, image_shape, dataset=None):
+    """The frozen embedding network at ``path``, checked against the images [batch, *image_shape] it will see."""
+    if not tf.io.gfile.exists(path):
+        raise ValueError(f"embedding_model: no such file: {path}.")
+    try:
+        embedding = keras.models.load_model(path)
+    except Exception as error:  # any unreadable file is the argument's fault
+        raise ValueError(f"embedding_model: cannot load {path} as a Keras model: {str(error).splitlines()[0][:300]}") from error
+    if not isinstance(embedding, keras.Model):
+        raise ValueError(f"embedding_model: expected a Keras model, got {type(embedding).__name__}.")
+    try:
+        shape = tuple(embedding.compute_output_spec(keras.KerasTensor((None,) + tuple(image_shape), "float32")).shape)
+    except Exception as error:  # any failure to take the images is the argument's fault
+        raise ValueError(
+            f"embedding_model: {path} does not take images [batch, {', '.join(map(str, image_shape))}]"
+            + (f" of dataset={dataset}" if dataset else "") + f": {str(error).splitlines()[0][:300]}"
+        ) from error
+    if len(shape) != 2 or shape[1] is None:
+        raise ValueError(f"embedding_model: expected outputs [batch, D] (vectors), got shape {shape}.")
+    return embedding
+
+
+def build_model(config, image_shape, num_classes):
+    """The model ``config.conditioning`` asks for (ConditionalPixelCNN, PixelCNNAutoEncoder, EmbeddingConditionedPixelCNN)."""
+    import keras_pixelcnn
+
+    decoder_options = dict(
+        num_layers=config.num_layers, filters=config.filters, kernel_size=config.kernel_size, head=config.head,
+        num_mixtures=config.num_mixtures, dropout=config.dropout, spatial_condition=config.spatial_condition,
+    )  # fmt: skip
+    if config.conditioning == "autoencoder":
+        return keras_pixelcnn.PixelCNNAutoEncoder(image_shape, config.bottleneck_dim, **decoder_options)
+    if config.conditioning == "embedding":
+        embedding = load_embedding_model(config.embedding_model, image_shape, config.dataset)
+        return keras_pixelcnn.EmbeddingConditionedPixelCNN(image_shape, embedding, **decoder_options)
+    return keras_pixelcnn.ConditionalPixelCNN(
+        image_shape, num_classes=num_classes if config.conditioning == "class" else None, **decoder_options
+    )
+
+
+def build_optimizer(config):
+    """Adam with the config's learning-rate schedule (wrapped for loss scaling under float16)."""
+    learning_rate = config.learning_rate
+    if config.lr_schedule == "exponential":
+        learning_rate = keras.optimizers.schedules.ExponentialDecay(learning_rate, 1, config.lr_decay_rate)
+    elif config.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, config.train_steps)
+    optimizer = keras.optimizers.Adam(learning_rate)
+    if config.mixed_precision == "float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def is_chief(strategy):
+    """True on the worker that writes files (the only process without a multi-worker cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def weights_fingerprint(model):
+    """A short hash of all weights: equal on every worker of a synchronous run."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.asarray(weight.numpy()).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def train_and_evaluate(config, model_dir, strategy=None, callbacks=None):
+    """Trains ``config``'s model in ``model_dir`` (resuming from its last checkpoint) and evaluates it.
+
+    Args:
+      config: a TrainConfig (validated here).
+      model_dir: the training directory, any tf.io.gfile path.
+      strategy: a tf.distribute strategy (None: the default strategy). Its
+        replicas must split ``config.batch_size`` evenly.
+      callbacks: keras.callbacks.Callback objects (see the module docstring).
+
+    Returns:
+      The final metrics, as written to <model_dir>/metrics.json:
+      {"step", "test_bits_per_dim", "initial_test_bits_per_dim", "dataset"}.
+
+    Raises:
+      ValueError: a bad config or data, before anything is written; the message
+        starts with the field at fault.
+      data.DatasetUnavailableError: a tfds data set not in ``config.data_dir``.
+      NonFiniteLossError, TrainingInterrupted: see the module docstring.
+    """
+    config = config.validate().with_absolute_paths()
+    strategy = strategy or tf.distribute.get_strategy()
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(
+            f"batch_size: the global batch must split evenly over {strategy.num_replicas_in_sync} replicas, "
+            f"got {config.batch_size}."
+        )
+    data = data_lib.open_dataset(config.dataset, config.data_dir, config.num_classes)
+    if config.conditioning == "class" and data.num_classes is None:
+        raise ValueError(f"conditioning=class: dataset={config.dataset} has no labels; use conditioning=none.")
+    data.split("test")  # fail fast, before anything is built, when tfds's files are not there
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        keras.utils.set_random_seed(config.seed)
+        if config.mixed_precision != "none":
+            keras.mixed_precision.set_dtype_policy(f"mixed_{config.mixed_precision}")
+        run = _Run(config, model_dir, strategy, data, callbacks)
+        return run.train()
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous_policy)
+
+
+class _Run:
+    """State and side effects of one training run (files written by the chief only)."""
+
+    def __init__(self, config, model_dir, strategy, data, callbacks):
+        self.config, self.model_dir, self.strategy, self.data = config, model_dir, strategy, data
+        self.chief = is_chief(strategy)
+        num_classes = data.num_classes if config.conditioning == "class" else None
+        with strategy.scope():
+            self.model = build_model(config, data.image_shape, num_classes)  # its ValueErrors name the field
+            self.optimizer = build_optimizer(config)
+            self.optimizer.build(self.model.trainable_variables)  # slots inside the strategy scope
+            self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay > 0 else None
+            tracked = dict(model=self.model, optimizer=self.optimizer)
+            if self.average is not None:
+                tracked["weight_average"] = self.average
+            self.checkpoint = tf.train.Checkpoint(**tracked)
+        tf.io.gfile.makedirs(model_dir)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self._checkpoint_dir(), max_to_keep=3, step_counter=self.optimizer.iterations
+        )
+        restored = tf.train.latest_checkpoint(os.path.join(model_dir, layout.CHECKPOINT_DIR))
+        if restored:
+            self.checkpoint.restore(restored).assert_existing_objects_matched()
+        self.step = read_scalar(self.optimizer.iterations)
+        if restored:
+            logging.info("Resumed from %s: step %d, optimizer iterations %d.", restored, self.step, self.step)
+        if self.chief:
+            layout.write_model_config(self.model, model_dir)
+            config.to_json(os.path.join(model_dir, layout.RUN_CONFIG))
+        self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs")) if self.chief else None
+        self.metrics_path = os.path.join(model_dir, layout.METRICS)
+        self.metrics = layout.read_json(self.metrics_path, {})
+        self.callbacks = keras.callbacks.CallbackList(callbacks, model=self.model)
+        self.callbacks.set_params(
+            {"epochs": math.ceil(config.train_steps / config.eval_every), "steps": config.eval_every, "verbose": 0}
+        )
+        self._reconstruction_inputs = None
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def train(self):
+        config = self.config
+        if self.step >= config.train_steps and self.metrics.get("step") == self.step and tf.io.gfile.exists(
+            os.path.join(self.model_dir, layout.FINAL_MODEL)
+        ):
+            logging.info("The run in %s is already at train_steps=%d: nothing to do.", self.model_dir, self.step)
+            return self.metrics
+        # Resumed runs reshuffle from seed + step: deterministic for a given resume point.
+        train_data = data_lib.train_pipeline(self.data, config.batch_size, config.seed + self.step)
+        iterator = iter(self.strategy.experimental_distribute_dataset(train_data))
+        train_step = make_train_step(
+            self.model, self.optimizer, self.strategy, config.batch_size, config.clip_norm, config.jit_compile,
+            self.average,
+        )  # fmt: skip
+        self.evaluator = make_evaluator(self.model)
+        self.eval_data = data_lib.eval_pipeline(self.data, config.batch_size, max_examples=config.eval_examples)
+        self.model.stop_training = False
+        self.callbacks.on_train_begin()
+        if self.step == 0:
+            self.evaluate()
+        preemption, stop = None, {}
+        previous_handlers = {}
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):  # SIGTERM: every worker saves
+            preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
+                self.strategy.cluster_resolver, self.manager
+            )
+        elif threading.current_thread() is threading.main_thread():  # SIGTERM / SIGINT: finish the step, save
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous_handlers[signum] = signal.signal(signum, lambda number, _: stop.setdefault("signal", number))
+        try:
+            finite = self._loop(train_step, iterator, preemption, stop)
+        finally:
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+        if finite and self.metrics.get("step") != self.step:
+            self.evaluate()  # resumed at the end of an unfinished run: finish it
+        self.callbacks.on_train_end(self.metrics)
+        if finite and self.chief:
+            with self.averaged_weights():
+                layout.save_model(self.model, self.model_dir)
+        logging.info(
+            "Done at step %d: test bits/dim %.4f, weights fingerprint %s",
+            self.step, self.metrics.get("test_bits_per_dim", float("nan")), weights_fingerprint(self.model),
+        )  # fmt: skip
+        return dict(self.metrics)
+
+    def _loop(self, train_step, iterator, preemption, stop):
+        """Runs epochs until train_steps or a stop; False when a callback stopped on a non-finite loss."""
+        config = self.config
+        progress = keras.utils.Progbar(config.train_steps, stateful_metrics=["bits_per_dim"]) if sys.stdout.isatty() else None
+        while self.step < config.train_steps and not self.model.stop_training:
+            epoch = self.step // config.eval_every
+            self.callbacks.on_epoch_begin(epoch)
+            losses = []
+            while True:
+                batch_index = self.step - epoch * config.eval_every
+                self.callbacks.on_train_batch_begin(batch_index)
+                batch = next(iterator)
+                loss = float(preemption.run(train_step, batch) if preemption else train_step(batch))
+                self.step += 1
+                self.callbacks.on_train_batch_end(batch_index, {"loss": loss, "bits_per_dim": loss})
+                if not math.isfinite(loss):
+                    if self.model.stop_training:  # e.g. TerminateOnNaN: stop, keep the last good checkpoint
+                        logging.warning("Loss is %s at step %d: stopped by a callback, nothing saved.", loss, self.step)
+                        return False
+                    raise NonFiniteLossError(
+                        f"Loss is {loss} at step {self.step}: stopping. The last checkpoint in {self.manager.directory} "
+                        "is from before the divergence; lower learning_rate or set clip_norm."
+                    )
+                losses.append(loss)
+                if progress:
+                    progress.update(self.step, [("bits_per_dim", loss)])
+                if self.step % config.log_every == 0:
+                    self.summary(train_bits_per_dim=loss, loss=loss, learning_rate=self.learning_rate())
+                    if not progress:
+                        logging.info("step %d: train bits/dim %.4f", self.step, loss)
+                if (self.step % config.eval_every == 0 or self.step >= config.train_steps or self.model.stop_training
+                        or "signal" in stop):  # fmt: skip
+                    break
+            self.save_checkpoint()
+            if "signal" in stop:
+                logging.warning("Stopped by signal %d at step %d; rerun the same command to resume.", stop["signal"], self.step)
+                raise TrainingInterrupted(stop["signal"], self.step)
+            bits = self.evaluate()
+            train_bits = float(np.mean(losses))
+            self.callbacks.on_epoch_end(
+                epoch, {"loss": train_bits, "bits_per_dim": train_bits, "val_loss": bits, "val_bits_per_dim": bits}
+            )
+        return True
+
+    # -- side effects -------------------------------------------------------------------------
+
+    def averaged_weights(self):
+        """A context with the Polyak averages in the model's weights (a no-op without EMA)."""
+        import contextlib
+
+        return self.average.swapped_in(self.step) if self.average is not None else contextlib.nullcontext()
+
+    def _checkpoint_dir(self):
+        if self.chief:
+            return os.path.join(self.model_dir, layout.CHECKPOINT_DIR)
+        # Every worker takes part in a save; only the chief's copy is kept.
+        return os.path.join(self.model_dir, ".worker_tmp", f"worker_{self.strategy.cluster_resolver.task_id}")
+
+    def save_checkpoint(self):
+        path = self.manager.save(checkpoint_number=self.step)
+        if not self.chief:
+            tf.io.gfile.rmtree(os.path.dirname(path))
+        logging.info("Saved checkpoint at step %d.", self.step)
+
+    def evaluate(self):
+        """Test bits/dim with the averaged weights; updates metrics.json, summaries and the sample grid."""
+        self.callbacks.on_test_begin()
+        with self.averaged_weights():
+            bits = self.evaluator(self.eval_data)
+            if self.chief and self.config.samples_per_class:
+                self.write_samples()
+        logging.info("step %d: test bits/dim %.4f", self.step, bits)
+        self.metrics.setdefault("initial_test_bits_per_dim", bits)
+        self.metrics.update(step=self.step, test_bits_per_dim=bits, dataset=self.config.dataset)
+        if self.chief:
+            layout.write_json(self.metrics_path, self.metrics)
+            self.summary(eval_bits_per_dim=bits)
+        self.callbacks.on_test_end({"loss": bits, "bits_per_dim": bits})
+        return bits
+
+    def write_samples(self):
+        """A sample grid: one row per class (or one row), or inputs and reconstructions for auto-encoders."""
+        from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
+        from trainers.grids import image_grid, reconstruction_grid
+
+        height, width, channels = self.data.image_shape
+        scale = 4 if height < 16 else 1
+        per_row, seed = self.config.samples_per_class, self.config.seed
+        if isinstance(self.model, PixelCNNAutoEncoder):
+            # One row per fixed test image: the input, then its sampled reconstructions.
+            inputs = self.reconstruction_inputs()
+            samples = self.model.reconstruct(inputs, per_row, seed=seed)
+            self._write_grid(reconstruction_grid(inputs, np.asarray(samples), scale=scale), "inputs_then_reconstructions")
+            return
+        rows = self.model.num_classes or 1
+        if self.model.num_classes:
+            samples = self.model.sample(condition=np.repeat(np.arange(rows), per_row), seed=seed)
+        else:
+            samples = self.model.sample(num_samples=per_row, seed=seed)
+        grid = image_grid(np.asarray(samples).reshape(rows, per_row, height, width, channels), scale=scale)
+        self._write_grid(grid, "samples_one_row_per_class")
+
+    def _write_grid(self, grid, summary_name):
+        """The grid as samples/step_<step>.png and as a TensorBoard image."""
+        from trainers.grids import write_png
+
+        tf.io.gfile.makedirs(os.path.join(self.model_dir, "samples"))
+        write_png(os.path.join(self.model_dir, "samples", f"step_{self.step:08d}.png"), grid)
+        with self.writer.as_default(step=self.step):
+            tf.summary.image(summary_name, grid[None])
+
+    def reconstruction_inputs(self):
+        """The first RECONSTRUCTION_ROWS test images (fixed), uint8 [N, H, W, C]."""
+        if self._reconstruction_inputs is None:
+            split = self.data.split("test").take(RECONSTRUCTION_ROWS)
+            self._reconstruction_inputs = np.stack([image.numpy() for image, _ in split])
+        return self._reconstruction_inputs
+
+    def summary(self, **scalars):
+        if self.writer is None:
+            return
+        with self.writer.as_default(step=self.step):
+            for name, value in scalars.items():
+                tf.summary.scalar(name, value)
+
+    def learning_rate(self):
+        return read_scalar(getattr(self.optimizer, "inner_optimizer", self.optimizer).learning_rate)
