@@ -34,11 +34,14 @@ one, num_samples >= 1, 0 < temperature < inf, one condition entry per image.
 
 The version directory is built beside its final place under a non-numeric
 name (``.tmp-export-...``, which TF-Serving ignores) and renamed when complete.
+On file systems without an atomic directory rename (gs://, ram://) it is built
+in a local temporary directory and copied file by file, saved_model.pb last.
 """
 
 import math
 import os
 import shutil
+import tempfile
 import uuid
 
 import numpy as np
@@ -329,7 +332,10 @@ def _write_warmup_requests(model, saved_model_dir, model_name):
 
 
 def _existing_versions(export_base):
-    return [int(name) for name in os.listdir(export_base) if name.isascii() and name.isdigit()]
+    import tensorflow as tf
+
+    names = [name.rstrip("/") for name in tf.io.gfile.listdir(export_base)]
+    return [int(name) for name in names if name.isascii() and name.isdigit()]
 
 
 def export_saved_model(model, export_base, version=None):
@@ -356,9 +362,11 @@ def export_saved_model(model, export_base, version=None):
       ValueError: a bad argument (named in the message), or an existing version.
     """
     import keras
+    import tensorflow as tf
 
     from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
     from keras_pixelcnn.model import PixelCNNBase
+    from keras_pixelcnn.model_dir import is_local, publish_directory
 
     if not isinstance(model, (PixelCNNBase, PixelCNNAutoEncoder)):
         raise ValueError(
@@ -366,16 +374,18 @@ def export_saved_model(model, export_base, version=None):
         )
     if not isinstance(export_base, (str, os.PathLike)) or not os.fspath(export_base):
         raise ValueError(f"export_base: expected a directory path, got {export_base!r}.")
-    export_base = os.path.abspath(os.fspath(export_base))
-    if os.path.exists(export_base) and not os.path.isdir(export_base):
+    export_base = os.fspath(export_base)
+    if is_local(export_base):
+        export_base = os.path.abspath(export_base)
+    if tf.io.gfile.exists(export_base) and not tf.io.gfile.isdir(export_base):
         raise ValueError(f"export_base: {export_base} exists and is not a directory.")
     if version is not None and (not isinstance(version, (int, np.integer)) or isinstance(version, bool) or version < 1):
         raise ValueError(f"version: expected None or an int >= 1, got {version!r}.")
-    os.makedirs(export_base, exist_ok=True)
+    tf.io.gfile.makedirs(export_base)
     if version is None:
         version = max(_existing_versions(export_base), default=0) + 1
     target = os.path.join(export_base, str(int(version)))
-    if os.path.exists(target):
+    if tf.io.gfile.exists(target):
         raise ValueError(f"version: {target} already exists; pick another version or None for the next one.")
 
     archive = keras.export.ExportArchive()
@@ -397,14 +407,17 @@ def export_saved_model(model, export_base, version=None):
             LOG_PROB_SIGNATURE, _log_prob_function(model, log_prob_specs), input_signature=[log_prob_specs]
         )
 
-    temp_dir = os.path.join(export_base, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+    # Built on local disk: beside the target when that is local (then renamed, atomically), else in a
+    # temporary directory copied over with saved_model.pb last (model_dir.publish_directory).
+    temp_dir = os.path.join(export_base if is_local(export_base) else tempfile.gettempdir(),
+                            f"{TEMP_PREFIX}{uuid.uuid4().hex}")  # fmt: skip
     os.mkdir(temp_dir)  # honours the umask, unlike tempfile.mkdtemp (0700): the server may run as another user
     try:
         archive.write_out(temp_dir, verbose=False)
         _write_warmup_requests(model, temp_dir, os.path.basename(export_base))
-        if os.path.exists(target):
+        if tf.io.gfile.exists(target):
             raise ValueError(f"version: {target} appeared during the export (a concurrent export?).")
-        os.rename(temp_dir, target)
+        publish_directory(temp_dir, target)
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise

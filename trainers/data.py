@@ -220,6 +220,8 @@ def _split_off_test(images, labels):
     if len(images) < 2:
         raise ValueError("need at least 2 images to split off a test part, got 1")
     cut = len(images) - math.ceil(len(images) / 10)
+    if labels is None:
+        return (images[:cut], None), (images[cut:], None)
     return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
 
 

@@ -42,6 +42,7 @@ from keras_pixelcnn import model_dir as layout
 from trainers import data as data_lib
 from trainers.loop import WeightAverage, make_evaluator, make_train_step, read_scalar
 
+MONITORED = ("loss", "bits_per_dim", "val_loss", "val_bits_per_dim")  # the logs' keys
 RECONSTRUCTION_ROWS = 8  # test images shown with their reconstructions at each evaluation (autoencoder, embedding)
 
 
@@ -202,6 +203,11 @@ class _Run:
         self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs")) if self.chief else None
         self.metrics_path = os.path.join(model_dir, layout.METRICS)
         self.metrics = layout.read_json(self.metrics_path, {})
+        for callback in callbacks or []:
+            # Every number the loop reports is lower-is-better; Keras cannot infer that for
+            # "bits_per_dim" (it is no compiled metric), so monitors in "auto" mode get "min".
+            if getattr(callback, "mode", None) == "auto" and getattr(callback, "monitor", None) in MONITORED:
+                callback.mode = "min"
         self.callbacks = keras.callbacks.CallbackList(callbacks, model=self.model)
         self.callbacks.set_params(
             {"epochs": math.ceil(config.train_steps / config.eval_every), "steps": config.eval_every, "verbose": 0}

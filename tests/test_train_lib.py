@@ -1,0 +1,261 @@
+"""trainers.train_lib.train_and_evaluate from Python: config, callbacks, EMA, resume, ram:// model dirs."""
+
+import csv
+import json
+import os
+import pathlib
+import threading
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_pixelcnn.model_dir import load_model
+from trainers import evaluate, sample, train_lib
+from trainers.config import PRESETS, TrainConfig
+from trainers.loop import WeightAverage
+
+TINY = TrainConfig(num_layers=2, filters=8, batch_size=16, samples_per_class=0, eval_examples=32, log_every=5)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def read_json(path):
+    with tf.io.gfile.GFile(path) as handle:
+        return json.load(handle)
+
+
+class Recorder(keras.callbacks.Callback):
+    """Records every hook it sees; sets ``model.stop_training`` after batch end number ``stop_at``."""
+
+    def __init__(self, stop_at=None):
+        super().__init__()
+        self.stop_at, self.events, self.batch_ends = stop_at, [], 0
+
+    def on_train_begin(self, logs=None):
+        self.events.append(("train_begin", None))
+
+    def on_train_end(self, logs=None):
+        self.events.append(("train_end", None))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.events.append(("epoch_begin", epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.events.append(("epoch_end", epoch, dict(logs)))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batch_ends += 1
+        self.events.append(("batch_end", batch, dict(logs)))
+        if self.batch_ends == self.stop_at:
+            self.model.stop_training = True
+
+    def on_test_end(self, logs=None):
+        self.events.append(("test_end", dict(logs)))
+
+
+def test_train_and_evaluate_returns_the_final_metrics_and_resumes(tmp_path):
+    model_dir = str(tmp_path / "run")
+    metrics = train_lib.train_and_evaluate(TINY.replace(train_steps=20, eval_every=10), model_dir)
+    assert metrics == read_json(os.path.join(model_dir, "metrics.json"))
+    assert metrics["step"] == 20 and metrics["test_bits_per_dim"] < metrics["initial_test_bits_per_dim"]
+    assert {"model.keras", "model_config.json", "run_config.json", "checkpoints", "logs"} <= set(os.listdir(model_dir))
+    assert TrainConfig.from_json(os.path.join(model_dir, "run_config.json")) == TINY.replace(train_steps=20, eval_every=10)
+
+    recorder = Recorder()
+    metrics = train_lib.train_and_evaluate(TINY.replace(train_steps=30, eval_every=10), model_dir, callbacks=[recorder])
+    assert metrics["step"] == 30
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-30")
+    assert [e[1] for e in recorder.events if e[0] == "epoch_begin"] == [2]  # resumed in epoch 2 (steps 20..30)
+    assert sum(e[0] == "batch_end" for e in recorder.events) == 10
+
+
+def test_callbacks_see_the_keras_hooks_and_stop_training_checkpoints(tmp_path):
+    model_dir = str(tmp_path / "run")
+    recorder = Recorder(stop_at=30)
+    metrics = train_lib.train_and_evaluate(TINY.replace(train_steps=100, eval_every=20), model_dir, callbacks=[recorder])
+    assert metrics["step"] == 30
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-30")
+    assert os.path.exists(os.path.join(model_dir, "model.keras"))
+    kinds = [event[0] for event in recorder.events]
+    assert kinds[0] == "train_begin" and kinds[-1] == "train_end" and kinds.count("batch_end") == 30
+    assert [e[1] for e in recorder.events if e[0] == "epoch_begin"] == [0, 1]
+    batch_logs = next(e[2] for e in recorder.events if e[0] == "batch_end")
+    assert set(batch_logs) == {"loss", "bits_per_dim"} and np.isfinite(batch_logs["loss"])
+    epoch_logs = [e[2] for e in recorder.events if e[0] == "epoch_end"]
+    assert len(epoch_logs) == 2
+    assert set(epoch_logs[0]) == {"loss", "bits_per_dim", "val_loss", "val_bits_per_dim"}
+    tests = [e[1] for e in recorder.events if e[0] == "test_end"]
+    assert len(tests) == 3  # at step 0, 20 and 30
+    assert tests[-1]["bits_per_dim"] == pytest.approx(metrics["test_bits_per_dim"])
+    assert epoch_logs[-1]["val_bits_per_dim"] == pytest.approx(metrics["test_bits_per_dim"])
+
+
+def test_stock_keras_callbacks(tmp_path):
+    log = str(tmp_path / "log.csv")
+    seen = []
+    stopper = keras.callbacks.EarlyStopping(monitor="val_bits_per_dim", min_delta=10.0, patience=0)
+    metrics = train_lib.train_and_evaluate(
+        TINY.replace(train_steps=50, eval_every=5), str(tmp_path / "run"),
+        callbacks=[keras.callbacks.CSVLogger(log), stopper,
+                   keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch))],
+    )  # fmt: skip
+    assert metrics["step"] == 10  # epoch 0 improves on inf, epoch 1 does not improve by 10 bits: stop
+    assert seen == [0, 1] and stopper.stopped_epoch == 1
+    with open(log) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    assert float(rows[-1]["val_bits_per_dim"]) == pytest.approx(metrics["test_bits_per_dim"], rel=1e-5)
+
+
+def _diverging_after(monkeypatch, good_steps):
+    real = train_lib.make_train_step
+
+    def diverging(*args, **kwargs):
+        step, calls = real(*args, **kwargs), {"n": 0}
+
+        def wrapped(batch):
+            calls["n"] += 1
+            loss = step(batch)
+            return loss if calls["n"] <= good_steps else loss * float("nan")
+
+        return wrapped
+
+    monkeypatch.setattr(train_lib, "make_train_step", diverging)
+
+
+def test_terminate_on_nan_stops_without_saving_the_nan_weights(tmp_path, monkeypatch):
+    model_dir = str(tmp_path / "run")
+    _diverging_after(monkeypatch, good_steps=4)
+    metrics = train_lib.train_and_evaluate(
+        TINY.replace(train_steps=50, eval_every=3), model_dir, callbacks=[keras.callbacks.TerminateOnNaN()]
+    )
+    assert metrics["step"] == 3  # the last evaluation, before the divergence
+    assert not os.path.exists(os.path.join(model_dir, "model.keras"))
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-3")
+
+
+def test_a_nan_loss_raises_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    model_dir = str(tmp_path / "run")
+    _diverging_after(monkeypatch, good_steps=4)
+    with pytest.raises(train_lib.NonFiniteLossError, match="Loss is nan at step 5"):
+        train_lib.train_and_evaluate(TINY.replace(train_steps=50, eval_every=3), model_dir)
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-3")
+
+
+def test_ema_evaluates_the_averaged_weights(tmp_path):
+    model_dir = str(tmp_path / "run")
+    config = TINY.replace(train_steps=8, eval_every=8, ema_decay=0.8, learning_rate=0.01)
+    metrics = train_lib.train_and_evaluate(config, model_dir)
+    raw = train_lib.build_model(config, (8, 8, 1), 10)
+    average = WeightAverage(raw, config.ema_decay)
+    tf.train.Checkpoint(model=raw, weight_average=average).restore(
+        os.path.join(model_dir, "checkpoints", "ckpt-8")
+    ).expect_partial().assert_existing_objects_matched()
+    raw_bits = evaluate.evaluate(model_dir, max_examples=32, checkpoint="ckpt-8")["bits_per_dim"]
+    averaged_bits = evaluate.evaluate(model_dir, max_examples=32)["bits_per_dim"]  # model.keras
+    assert averaged_bits == pytest.approx(metrics["test_bits_per_dim"], rel=1e-5)
+    assert abs(raw_bits - averaged_bits) > 1e-4
+    final, _ = load_model(model_dir)
+    for weight, value in zip(final.trainable_weights, average.averages):
+        np.testing.assert_allclose(weight.numpy(), value.numpy(), rtol=1e-6)
+
+
+def test_no_private_keras_optimizer_attributes_are_used():
+    sources = [p for folder in ("trainers", "keras_pixelcnn") for p in (ROOT / folder).glob("*.py")]
+    for path in sources:
+        text = path.read_text()
+        for private in ("_model_variables_moving_average", "_trainable_variables"):
+            assert private not in text, f"{path.name} uses {private}"
+
+
+def test_the_dtype_policy_is_restored_and_threads_can_train(tmp_path):
+    errors = []
+
+    def run():
+        try:
+            train_lib.train_and_evaluate(TINY.replace(train_steps=2, eval_every=2, mixed_precision="bfloat16"),
+                                         str(tmp_path / "run"))  # fmt: skip
+        except Exception as error:  # noqa: BLE001  (reported below)
+            errors.append(error)
+
+    thread = threading.Thread(target=run)  # no signal handlers off the main thread
+    thread.start()
+    thread.join()
+    assert not errors, errors
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_a_ram_filesystem_round_trip(tmp_path):
+    import keras_pixelcnn
+
+    model_dir = "ram://pixelcnn-test/run"
+    metrics = train_lib.train_and_evaluate(TINY.replace(train_steps=4, eval_every=2, samples_per_class=1), model_dir)
+    names = set(tf.io.gfile.listdir(model_dir))
+    assert {"model.keras", "metrics.json", "run_config.json", "model_config.json", "checkpoints", "samples"} <= names
+    assert read_json(f"{model_dir}/metrics.json") == metrics
+    result = evaluate.evaluate(model_dir, max_examples=32)
+    assert result["bits_per_dim"] == pytest.approx(metrics["test_bits_per_dim"], rel=1e-5)
+    out, samples = sample.sample(model_dir, class_ids=[1, 2], num=2, seed=1)
+    assert out == f"{model_dir}/samples/classes.png" and tf.io.gfile.exists(out) and samples.shape == (2, 2, 8, 8, 1)
+    model, _ = load_model(model_dir)
+    path = keras_pixelcnn.export_saved_model(model, "ram://pixelcnn-test/export")
+    assert path == "ram://pixelcnn-test/export/1"
+    loaded = tf.saved_model.load(path)
+    images = loaded.signatures["serving_default"](
+        class_ids=tf.constant([1, 2]), seed=tf.constant([1, 0], tf.int64), temperature=tf.constant(1.0)
+    )["images"]
+    np.testing.assert_array_equal(images, model.sample(condition=np.array([1, 2]), seed=(1, 0)))
+    assert not [name for name in tf.io.gfile.listdir("ram://pixelcnn-test/export") if name != "1"]
+
+
+# -- TrainConfig -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes, pattern",
+    [
+        ({"train_steps": 0}, "train_steps: expected >= 1"),
+        ({"num_layers": True}, "num_layers: expected >= 1 \\(an int\\), got True"),
+        ({"kernel_size": 4}, "kernel_size: expected an odd number >= 3, got 4"),
+        ({"head": "gaussian"}, "head: expected one of"),
+        ({"learning_rate": 0.0}, "learning_rate: expected a number > 0"),
+        ({"ema_decay": 1.0}, "ema_decay: expected a value in \\[0, 1\\)"),
+        ({"dropout": -0.1}, "dropout: expected a rate in"),
+        ({"conditioning": "embedding"}, "embedding_model: required with conditioning=embedding"),
+        ({"spatial_condition": True, "conditioning": "none"}, "spatial_condition: needs a condition"),
+        ({"dataset": "no_such_dataset_xyz"}, "dataset: 'no_such_dataset_xyz' is neither"),
+        ({"dataset": "npz:"}, "dataset: expected a path after 'npz:'"),
+        ({"batch_size": 0}, "batch_size: the global batch must split evenly"),
+        ({"config": "cifar100"}, "config: expected None or one of"),
+    ],
+)
+def test_train_config_validation_names_the_field(changes, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        TrainConfig(**changes).validate()
+
+
+def test_presets_are_the_papers_settings():
+    for name, dataset in [("cifar10", "cifar10"), ("imagenet32", "downsampled_imagenet/32x32"),
+                          ("imagenet64", "downsampled_imagenet/64x64")]:  # fmt: skip
+        preset = PRESETS[name].validate()
+        assert (preset.num_layers, preset.filters, preset.kernel_size, preset.batch_size) == (20, 384, 5, 128)
+        assert (preset.head, preset.conditioning, preset.dataset, preset.config) == ("softmax", "none", dataset, name)
+        assert (preset.train_steps, preset.learning_rate, preset.ema_decay) == (200_000, 1e-3, 0.9995)
+    assert PRESETS["cifar10"].dropout == 0.5 and PRESETS["imagenet32"].dropout == 0.0
+
+
+def test_run_config_json_round_trip_partial_files_and_absolute_paths(tmp_path, monkeypatch):
+    config = TrainConfig(dataset="npz:data/x.npz", embedding_model="e.keras", conditioning="embedding")
+    assert TrainConfig.from_json(config.to_json()) == config
+    path = str(tmp_path / "run_config.json")
+    config.to_json(path)
+    assert TrainConfig.from_json(path) == config
+    # A file of an older trainer: fewer keys, nulls for unused ones, and a key that is no field.
+    old = {"dataset": "digits", "conditioning": "class", "seed": 3, "bottleneck_dim": None, "data_dir": None,
+           "config": None, "spatial_condition": False, "embedding_model": None, "retired_key": 1}  # fmt: skip
+    assert TrainConfig.from_json(json.dumps(old)) == TrainConfig(seed=3)
+    monkeypatch.chdir(tmp_path)
+    absolute = config.with_absolute_paths()
+    assert absolute.dataset == f"npz:{tmp_path}/data/x.npz" and absolute.embedding_model == f"{tmp_path}/e.keras"
+    assert TrainConfig(dataset="npz:gs://bucket/x.npz").with_absolute_paths().dataset == "npz:gs://bucket/x.npz"
