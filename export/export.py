@@ -16,7 +16,10 @@ it, then renamed); keras_pixelcnn/export_lib.py describes the signatures.
 
 from absl import app, flags
 
-from trainers import common_flags  # noqa: F401  (--model_dir and --checkpoint, shared with the trainers)
+from trainers import (
+    binary,
+    common_flags,  # noqa: F401  (--model_dir and --checkpoint, shared with the trainers)
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export_base", None, "TF-Serving model base path; versions are written as <export_base>/<N>/.")
@@ -65,7 +68,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (``pixelcnn-export``)."""
-    app.run(main)
+    binary.run(main)
 
 
 if __name__ == "__main__":

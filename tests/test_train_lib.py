@@ -60,7 +60,9 @@ def test_train_and_evaluate_returns_the_final_metrics_and_resumes(tmp_path):
     assert metrics == read_json(os.path.join(model_dir, "metrics.json"))
     assert metrics["step"] == 20 and metrics["test_bits_per_dim"] < metrics["initial_test_bits_per_dim"]
     assert {"model.keras", "model_config.json", "run_config.json", "checkpoints", "logs"} <= set(os.listdir(model_dir))
-    assert TrainConfig.from_json(os.path.join(model_dir, "run_config.json")) == TINY.replace(train_steps=20, eval_every=10)
+    assert TrainConfig.from_json(os.path.join(model_dir, "run_config.json")) == TINY.replace(
+        train_steps=20, eval_every=10
+    )
 
     recorder = Recorder()
     metrics = train_lib.train_and_evaluate(TINY.replace(train_steps=30, eval_every=10), model_dir, callbacks=[recorder])
@@ -73,7 +75,9 @@ def test_train_and_evaluate_returns_the_final_metrics_and_resumes(tmp_path):
 def test_callbacks_see_the_keras_hooks_and_stop_training_checkpoints(tmp_path):
     model_dir = str(tmp_path / "run")
     recorder = Recorder(stop_at=30)
-    metrics = train_lib.train_and_evaluate(TINY.replace(train_steps=100, eval_every=20), model_dir, callbacks=[recorder])
+    metrics = train_lib.train_and_evaluate(
+        TINY.replace(train_steps=100, eval_every=20), model_dir, callbacks=[recorder]
+    )
     assert metrics["step"] == 30
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-30")
     assert os.path.exists(os.path.join(model_dir, "model.keras"))

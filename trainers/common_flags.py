@@ -4,7 +4,6 @@ import re
 
 from absl import app, flags
 
-
 flags.DEFINE_string("model_dir", None, "Training directory: checkpoints, logs, samples, model.keras, metrics.json.")
 flags.DEFINE_string(
     "dataset",
@@ -15,7 +14,9 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("data_dir", None, "tfds data directory (default: tfds's own, ~/tensorflow_datasets).")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and samples.")
-flags.DEFINE_string("checkpoint", None, "Checkpoint to load instead of model.keras: a prefix, or a name in checkpoints/.")
+flags.DEFINE_string(
+    "checkpoint", None, "Checkpoint to load instead of model.keras: a prefix, or a name in checkpoints/."
+)
 
 flags.DEFINE_bool(
     "jit_compile",

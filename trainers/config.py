@@ -104,8 +104,12 @@ class TrainConfig:
             _check_int(self, name, minimum=0)
         if self.num_classes is not None:
             _check_int(self, "num_classes", minimum=1)
-        if isinstance(self.kernel_size, bool) or not isinstance(self.kernel_size, int) or self.kernel_size < 3 \
-                or self.kernel_size % 2 == 0:
+        if (
+            isinstance(self.kernel_size, bool)
+            or not isinstance(self.kernel_size, int)
+            or self.kernel_size < 3
+            or self.kernel_size % 2 == 0
+        ):
             raise ValueError(f"kernel_size: expected an odd number >= 3, got {self.kernel_size!r}.")
         for name, choices in (("conditioning", CONDITIONINGS), ("head", HEADS), ("lr_schedule", LR_SCHEDULES),
                               ("mixed_precision", MIXED_PRECISIONS)):  # fmt: skip

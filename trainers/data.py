@@ -92,7 +92,7 @@ def check_dataset_name(name):
         return
     for prefix in ("npz:", "folder:"):
         if name.startswith(prefix):
-            if not name[len(prefix):]:
+            if not name[len(prefix) :]:
                 raise ValueError(f"dataset: expected a path after {prefix!r}, got {name!r}.")
             return
     tfds = _import_tfds()
@@ -108,7 +108,7 @@ def absolute_dataset(name):
     """``name`` with the path of an ``npz:`` or ``folder:`` data set made absolute (URLs are kept)."""
     for prefix in ("npz:", "folder:"):
         if name.startswith(prefix) and "://" not in name:
-            return prefix + os.path.abspath(os.path.expanduser(name[len(prefix):]))
+            return prefix + os.path.abspath(os.path.expanduser(name[len(prefix) :]))
     return name
 
 
@@ -184,14 +184,18 @@ def eval_pipeline(data, batch_size, split="test", max_examples=None):
 def _in_memory(name, train, test, num_classes):
     """An ImageData over numpy (images uint8 [N, H, W, C], labels int32 [N]) pairs."""
     parts = {"train": train, "test": test}
-    return ImageData(name, train[0].shape[1:], num_classes, lambda split: tf.data.Dataset.from_tensor_slices(parts[split]))
+    return ImageData(
+        name, train[0].shape[1:], num_classes, lambda split: tf.data.Dataset.from_tensor_slices(parts[split])
+    )
 
 
 def check_images(images, source):
     """Integer images [N, H, W, C] or [N, H, W] in 0..255 -> uint8 [N, H, W, C]; ValueError naming ``source``."""
     images = np.asarray(images)
     if not np.issubdtype(images.dtype, np.integer):
-        raise ValueError(f"{source}: expected integer images with values 0..255 (e.g. uint8), got dtype {images.dtype}.")
+        raise ValueError(
+            f"{source}: expected integer images with values 0..255 (e.g. uint8), got dtype {images.dtype}."
+        )
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4:
@@ -230,7 +234,8 @@ def _arrays_data(name, source, train, test, num_classes):
     (train_images, train_labels), (test_images, test_labels) = train, test
     if train_images.shape[1:] != test_images.shape[1:]:
         raise ValueError(
-            f"dataset={name}: train and test images differ in size: {train_images.shape[1:]} vs {test_images.shape[1:]}."
+            f"dataset={name}: train and test images differ in size: "
+            f"{train_images.shape[1:]} vs {test_images.shape[1:]}."
         )
     if (train_labels is None) != (test_labels is None):
         raise ValueError(f"dataset={name}: {source} gives labels for only one of the train and test images.")
@@ -247,7 +252,7 @@ def _arrays_data(name, source, train, test, num_classes):
 
 
 def _npz(name, num_classes):
-    path = name[len("npz:"):]
+    path = name[len("npz:") :]
     try:
         with tf.io.gfile.GFile(path, "rb") as handle, np.load(handle) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -305,25 +310,31 @@ def _read_images(files, name):
             first = (path, image.shape)
         elif image.shape != first[1]:
             raise ValueError(
-                f"dataset={name}: expected images of one size, but {path} is {image.shape} and {first[0]} is {first[1]}."
+                f"dataset={name}: expected images of one size, but {path} is {image.shape} "
+                f"and {first[0]} is {first[1]}."
             )
         images.append(image)
     return np.stack(images)
 
 
 def _folder(name, num_classes):
-    root = name[len("folder:"):]
+    root = name[len("folder:") :]
     if not tf.io.gfile.isdir(root):
         raise ValueError(f"dataset={name}: {root} is not a directory.")
     has_parts = all(tf.io.gfile.isdir(os.path.join(root, part)) for part in ("train", "test"))
-    listed = {part: _image_files(os.path.join(root, part), name) for part in ("train", "test")} if has_parts else {
-        "all": _image_files(root, name)
-    }
+    listed = (
+        {part: _image_files(os.path.join(root, part), name) for part in ("train", "test")}
+        if has_parts
+        else {"all": _image_files(root, name)}
+    )
     class_names = sorted(set().union(*(classes for classes, _ in listed.values())))
     parts = []
     for part, (_, files) in listed.items():
         if not files:
-            raise ValueError(f"dataset={name}: no images ({', '.join(IMAGE_EXTENSIONS)}) in {os.path.join(root, part) if has_parts else root}.")
+            raise ValueError(
+                f"dataset={name}: no images ({', '.join(IMAGE_EXTENSIONS)}) in "
+                f"{os.path.join(root, part) if has_parts else root}."
+            )
         images = _read_images(files, name)
         labels = np.array([class_names.index(c) for _, c in files], np.int32) if class_names else None
         parts.append((images, labels))
@@ -342,9 +353,7 @@ def _import_tfds():
     try:
         import tensorflow_datasets as tfds
     except ImportError as error:
-        raise ImportError(
-            "tfds data sets need tensorflow-datasets: pip install 'keras-pixelcnn[train]'."
-        ) from error
+        raise ImportError("tfds data sets need tensorflow-datasets: pip install 'keras-pixelcnn[train]'.") from error
     return tfds
 
 

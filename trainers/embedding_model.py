@@ -20,7 +20,10 @@ import os
 
 from absl import app, flags, logging
 
-from trainers import common_flags  # --dataset, --data_dir, --seed
+from trainers import (
+    binary,
+    common_flags,  # --dataset, --data_dir, --seed
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("embedding_out", None, "Where to save the embedding model (a .keras file).")
@@ -31,7 +34,9 @@ flags.DEFINE_float("classifier_learning_rate", 3e-3, "Classifier Adam learning r
 
 
 def embedding_network(image_shape, embedding_dim, filters=16):
-    """images 0..255 [B, H, W, C] -> embeddings [B, embedding_dim]: rescale, two 3x3 convolutions (the second with stride 2), Dense, L2 normalisation.
+    """images 0..255 [B, H, W, C] -> embeddings [B, embedding_dim].
+
+    Rescale, two 3x3 convolutions (the second with stride 2), Dense, L2 normalisation.
 
     Args:
       image_shape: (H, W, C).
@@ -132,7 +137,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    binary.run(main)
 
 
 if __name__ == "__main__":

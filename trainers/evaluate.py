@@ -11,7 +11,10 @@ import os
 
 from absl import app, flags, logging
 
-from trainers import common_flags  # --model_dir, --dataset, --data_dir, --checkpoint
+from trainers import (
+    binary,
+    common_flags,  # --model_dir, --dataset, --data_dir, --checkpoint
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("split", "test", ["train", "test"], "Which split to evaluate.")
@@ -95,7 +98,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    binary.run(main)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,10 @@ def reconstruction_cells(inputs, reconstructions):
 
 
 def reconstruction_grid(inputs, reconstructions, border=1, scale=1):
-    """One row per input: the input, a blank cell, then its reconstructions (``image_grid`` of ``reconstruction_cells``)."""
+    """One row per input: the input, a blank cell, then its reconstructions.
+
+    The ``image_grid`` of ``reconstruction_cells``.
+    """
     return image_grid(reconstruction_cells(inputs, reconstructions), border=border, scale=scale)
 
 

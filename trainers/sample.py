@@ -24,7 +24,10 @@ import os
 import numpy as np
 from absl import app, flags
 
-from trainers import common_flags  # --model_dir, --seed, --checkpoint (and --split of trainers.evaluate)
+from trainers import (
+    binary,
+    common_flags,  # --model_dir, --seed, --checkpoint (and --split of trainers.evaluate)
+)
 from trainers.evaluate import load_trained_model, run_dataset
 
 FLAGS = flags.FLAGS
@@ -79,12 +82,17 @@ def read_image_file(path, image_shape):
         loaded = loaded["images"]
     pool = check_images(loaded, f"images: {path}")
     if pool.shape[1:] != tuple(image_shape):
-        raise ValueError(f"images: expected images [N, {', '.join(map(str, image_shape))}] in {path}, got {pool.shape}.")
+        raise ValueError(
+            f"images: expected images [N, {', '.join(map(str, image_shape))}] in {path}, got {pool.shape}."
+        )
     return pool
 
 
 def load_images(model_dir, image_ids, image_shape, images=None, split="test"):
-    """The images ``image_ids`` of the file ``images``, or of ``split`` of the run's data set: uint8 [len(ids), H, W, C]."""
+    """The images ``image_ids`` of the file ``images``, or of ``split`` of the run's data set.
+
+    Returns uint8 [len(image_ids), H, W, C].
+    """
     if min(image_ids) < 0:
         raise ValueError(f"image_ids: expected indices >= 0, got {image_ids}.")
     if images:
@@ -224,7 +232,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    binary.run(main)
 
 
 if __name__ == "__main__":

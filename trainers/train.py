@@ -31,7 +31,10 @@ import dataclasses
 
 from absl import app, flags, logging
 
-from trainers import common_flags  # --model_dir, --dataset, --data_dir, --seed, --jit_compile
+from trainers import (
+    binary,
+    common_flags,  # --model_dir, --dataset, --data_dir, --seed, --jit_compile
+)
 from trainers.config import CONDITIONINGS, HEADS, LR_SCHEDULES, MIXED_PRECISIONS, PRESETS, TrainConfig
 
 FLAGS = flags.FLAGS
@@ -47,7 +50,9 @@ flags.DEFINE_enum(
     "auto-encoder), or the embedding h = f(x) of the frozen --embedding_model.",
 )
 flags.DEFINE_integer(
-    "bottleneck_dim", DEFAULTS.bottleneck_dim, "--conditioning=autoencoder: size of the code h (the paper used 10 and 100)."
+    "bottleneck_dim",
+    DEFAULTS.bottleneck_dim,
+    "--conditioning=autoencoder: size of the code h (the paper used 10 and 100).",
 )
 flags.DEFINE_string(
     "embedding_model",
@@ -87,10 +92,15 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"]
 flags.DEFINE_list("devices", None, "Devices for --strategy=mirrored (default: all local GPUs, else the CPU).")
 flags.DEFINE_integer("collective_timeout", 300, "Seconds before a multi-worker collective gives up.")
 
+
 def config_from_flags():
     """The preset of --config (else TrainConfig's defaults) with every flag given on the command line applied."""
     base = PRESETS[FLAGS.config] if FLAGS.config else DEFAULTS
-    given = {f.name: FLAGS[f.name].value for f in dataclasses.fields(TrainConfig) if f.name != "config" and FLAGS[f.name].present}
+    given = {
+        f.name: FLAGS[f.name].value
+        for f in dataclasses.fields(TrainConfig)
+        if f.name != "config" and FLAGS[f.name].present
+    }
     return base.replace(**given)
 
 
@@ -126,7 +136,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    binary.run(main)
 
 
 if __name__ == "__main__":

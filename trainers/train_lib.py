@@ -65,7 +65,9 @@ def load_embedding_model(path, image_shape, dataset=None):
     try:
         embedding = keras.models.load_model(path)
     except Exception as error:  # any unreadable file is the argument's fault
-        raise ValueError(f"embedding_model: cannot load {path} as a Keras model: {str(error).splitlines()[0][:300]}") from error
+        raise ValueError(
+            f"embedding_model: cannot load {path} as a Keras model: {str(error).splitlines()[0][:300]}"
+        ) from error
     if not isinstance(embedding, keras.Model):
         raise ValueError(f"embedding_model: expected a Keras model, got {type(embedding).__name__}.")
     try:
@@ -73,7 +75,8 @@ def load_embedding_model(path, image_shape, dataset=None):
     except Exception as error:  # any failure to take the images is the argument's fault
         raise ValueError(
             f"embedding_model: {path} does not take images [batch, {', '.join(map(str, image_shape))}]"
-            + (f" of dataset={dataset}" if dataset else "") + f": {str(error).splitlines()[0][:300]}"
+            + (f" of dataset={dataset}" if dataset else "")
+            + f": {str(error).splitlines()[0][:300]}"
         ) from error
     if len(shape) != 2 or shape[1] is None:
         raise ValueError(f"embedding_model: expected outputs [batch, D] (vectors), got shape {shape}.")
@@ -81,7 +84,10 @@ def load_embedding_model(path, image_shape, dataset=None):
 
 
 def build_model(config, image_shape, num_classes):
-    """The model ``config.conditioning`` asks for (ConditionalPixelCNN, PixelCNNAutoEncoder, EmbeddingConditionedPixelCNN)."""
+    """The model ``config.conditioning`` asks for.
+
+    ConditionalPixelCNN (none, class), PixelCNNAutoEncoder or EmbeddingConditionedPixelCNN.
+    """
     import keras_pixelcnn
 
     decoder_options = dict(
@@ -218,8 +224,10 @@ class _Run:
 
     def train(self):
         config = self.config
-        if self.step >= config.train_steps and self.metrics.get("step") == self.step and tf.io.gfile.exists(
-            os.path.join(self.model_dir, layout.FINAL_MODEL)
+        if (
+            self.step >= config.train_steps
+            and self.metrics.get("step") == self.step
+            and tf.io.gfile.exists(os.path.join(self.model_dir, layout.FINAL_MODEL))
         ):
             logging.info("The run in %s is already at train_steps=%d: nothing to do.", self.model_dir, self.step)
             return self.metrics
@@ -265,7 +273,9 @@ class _Run:
     def _loop(self, train_step, iterator, preemption, stop):
         """Runs epochs until train_steps or a stop; False when a callback stopped on a non-finite loss."""
         config = self.config
-        progress = keras.utils.Progbar(config.train_steps, stateful_metrics=["bits_per_dim"]) if sys.stdout.isatty() else None
+        progress = (
+            keras.utils.Progbar(config.train_steps, stateful_metrics=["bits_per_dim"]) if sys.stdout.isatty() else None
+        )
         while self.step < config.train_steps and not self.model.stop_training:
             epoch = self.step // config.eval_every
             self.callbacks.on_epoch_begin(epoch)
@@ -282,7 +292,8 @@ class _Run:
                         logging.warning("Loss is %s at step %d: stopped by a callback, nothing saved.", loss, self.step)
                         return False
                     raise NonFiniteLossError(
-                        f"Loss is {loss} at step {self.step}: stopping. The last checkpoint in {self.manager.directory} "
+                        f"Loss is {loss} at step {self.step}: stopping. The last checkpoint in "
+                        f"{self.manager.directory} "
                         "is from before the divergence; lower learning_rate or set clip_norm."
                     )
                 losses.append(loss)
@@ -297,7 +308,9 @@ class _Run:
                     break
             self.save_checkpoint()
             if "signal" in stop:
-                logging.warning("Stopped by signal %d at step %d; rerun the same command to resume.", stop["signal"], self.step)
+                logging.warning(
+                    "Stopped by signal %d at step %d; rerun the same command to resume.", stop["signal"], self.step
+                )
                 raise TrainingInterrupted(stop["signal"], self.step)
             bits = self.evaluate()
             train_bits = float(np.mean(losses))
@@ -354,7 +367,9 @@ class _Run:
             # One row per fixed test image: the input, then its sampled reconstructions.
             inputs = self.reconstruction_inputs()
             samples = self.model.reconstruct(inputs, per_row, seed=seed)
-            self._write_grid(reconstruction_grid(inputs, np.asarray(samples), scale=scale), "inputs_then_reconstructions")
+            self._write_grid(
+                reconstruction_grid(inputs, np.asarray(samples), scale=scale), "inputs_then_reconstructions"
+            )
             return
         rows = self.model.num_classes or 1
         if self.model.num_classes:

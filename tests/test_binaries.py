@@ -1,0 +1,55 @@
+"""The binaries as a newcomer meets them: a quiet start, one-line usage errors, default paths, finished reruns."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--num_layers=1", "--filters=4", "--batch_size=8", "--samples_per_class=0", "--eval_examples=16"]
+
+
+def run_binary(module, *argv):
+    """Runs ``python -m module argv`` as a user would: without the test suite's quieting variables."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES")}
+    env["PYTHONPATH"] = ROOT
+    return subprocess.run([sys.executable, "-m", module, *argv], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("binaries") / "run")
+    result = run_binary("trainers.train", f"--model_dir={model_dir}", "--train_steps=2", "--eval_every=2", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir, result
+
+
+def test_a_cpu_run_starts_quietly(finished_run):
+    _, result = finished_run
+    assert "cuInit" not in result.stderr
+    assert "InitializeLog" not in result.stderr and "oneDNN custom operations" not in result.stderr
+    assert "step 2: test bits/dim" in result.stderr  # what the user asked for is still there
+
+
+def test_rerunning_a_finished_run_says_so_without_evaluating(finished_run):
+    model_dir, _ = finished_run
+    result = run_binary("trainers.train", f"--model_dir={model_dir}", "--train_steps=2", "--eval_every=2", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "is already at train_steps=2: nothing to do" in result.stderr
+    assert "test bits/dim" not in result.stderr
+
+
+def test_sample_writes_into_the_model_dir_by_default(finished_run):
+    model_dir, _ = finished_run
+    result = run_binary("trainers.sample", f"--model_dir={model_dir}", "--num=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    path = os.path.join(model_dir, "samples", "classes.png")
+    assert os.path.exists(path) and path in result.stdout
+
+
+def test_a_usage_error_is_one_line(tmp_path):
+    result = run_binary("trainers.train", f"--model_dir={tmp_path}/run", "--kernel_size=4")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["train.py: --kernel_size: expected an odd number >= 3, got 4."]

@@ -1,0 +1,85 @@
+"""How our command-line binaries start: a quiet TensorFlow start-up and one-line usage errors.
+
+``run(main)`` replaces ``absl.app.run(main)`` in every binary's entry point.
+Nothing here runs on library import.
+
+TensorFlow prints a start-up banner from C++ before its logging is set up
+(twice: two of its shared libraries each print it), which no environment
+variable silences, and on a machine without a GPU an ``E0000 ... failed call
+to cuInit`` line that is no error there. ``quiet_tensorflow_startup`` imports
+TensorFlow with file descriptor 2 captured and writes back every line that is
+not that noise. ``TF_CPP_MIN_LOG_LEVEL=0`` or ``--verbosity`` >= 1 keeps it all.
+"""
+
+import glob
+import logging
+import os
+import re
+import sys
+import tempfile
+
+from absl import app
+
+_BANNER = [
+    r"All log messages before absl::InitializeLog\(\) is called",
+    r"oneDNN custom operations are on",
+    r"Could not find cuda drivers on your machine",
+    r"This TensorFlow binary is optimized to use available CPU instructions",
+    r"To enable the following instructions: .* rebuild TensorFlow",
+    r"Unable to register cu(DNN|FFT|BLAS) factory",
+    r"computation placer already registered",
+]
+_NO_GPU = [r"failed call to cuInit"]  # only noise where the machine has no NVIDIA device
+
+
+def _verbose(argv):
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        return True
+    for index, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith(("--verbosity=", "-v=")) else None
+        if arg in ("--verbosity", "-v") and index + 1 < len(argv):
+            value = argv[index + 1]
+        if value is not None and value.lstrip("-").isdigit() and int(value) >= 1:
+            return True
+    return False
+
+
+def quiet_tensorflow_startup(argv=None):
+    """Imports TensorFlow and initialises its devices with the start-up noise filtered out of stderr."""
+    if "tensorflow" in sys.modules or _verbose(sys.argv if argv is None else argv):
+        return
+    patterns = _BANNER + ([] if glob.glob("/dev/nvidia[0-9]*") else _NO_GPU)
+    noise = re.compile("|".join(patterns))
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the platforms' initialisation (cuInit) happens here
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        for line in capture.read().decode(errors="replace").splitlines():
+            if line.strip() and not noise.search(line):
+                sys.stderr.write(line + "\n")
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # TF's own INFO lines (checkpoint sharding, ...)
+
+
+def _one_line_usage_errors(main):
+    def wrapped(argv):
+        try:
+            return main(argv)
+        except app.UsageError as error:  # our own checks: the message names the flag and the fix
+            sys.stderr.write(f"{os.path.basename(sys.argv[0])}: {error}\n")
+            sys.exit(error.exitcode)
+
+    return wrapped
+
+
+def run(main):
+    """``absl.app.run(main)`` with a quiet start-up; a UsageError raised by ``main`` prints one line and exits 1."""
+    quiet_tensorflow_startup()
+    app.run(_one_line_usage_errors(main))
