@@ -15,6 +15,7 @@ from keras_pixelcnn.blocks import GatedBlock, MaskedBlock, gate, shift_down
 from keras_pixelcnn.conditioning import ConditionNetwork
 from keras_pixelcnn.export_lib import export_saved_model
 from keras_pixelcnn.heads import HEADS, LogisticMixtureHead, SoftmaxHead, make_head
+from keras_pixelcnn.likelihood_model import LikelihoodModel
 from keras_pixelcnn.masked_conv import MaskedConv2D, causal_mask
 from keras_pixelcnn.model import ConditionalPixelCNN, PixelCNN, PixelCNNBase
 
@@ -26,6 +27,7 @@ __all__ = [
     "EmbeddingConditionedPixelCNN",
     "GatedBlock",
     "HEADS",
+    "LikelihoodModel",
     "LogisticMixtureHead",
     "MaskedBlock",
     "MaskedConv2D",

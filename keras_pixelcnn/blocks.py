@@ -21,6 +21,7 @@ import keras
 from keras import ops
 
 from keras_pixelcnn.masked_conv import MaskedConv2D
+from keras_pixelcnn.validation import check_multiple, check_odd_kernel_size, check_positive_int, check_rate
 
 
 def gate(x):
@@ -32,6 +33,18 @@ def gate(x):
 def shift_down(x):
     """Moves a [B, H, W, F] map one row down (row 0 becomes zeros)."""
     return ops.pad(x, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
+
+
+def _check_block_arguments(filters, kernel_size, color_channels, dropout):
+    """The arguments both blocks share -> (filters, kernel_size, color_channels, dropout), normalised."""
+    color_channels = check_positive_int(color_channels, "color_channels")
+    filters = check_multiple(
+        filters,
+        "filters",
+        color_channels,
+        f"a multiple of color_channels={color_channels} (one feature group per colour channel)",
+    )
+    return filters, check_odd_kernel_size(kernel_size), color_channels, check_rate(dropout, "dropout")
 
 
 def _expand_condition(bias):
@@ -54,7 +67,10 @@ class GatedBlock(keras.layers.Layer):
       condition_vertical: whether it is added to the vertical gate too; False
         in the last layer, whose vertical output is unused.
       skip: whether to emit a skip output.
-      dropout: rate applied to the gated horizontal features.
+      dropout: rate in [0, 1) applied to the gated horizontal features.
+
+    Raises ValueError unless filters is a positive multiple of color_channels
+    and kernel_size an odd int >= 3.
 
     Call:
       ``block(v, h, condition=None, training=None)`` with v, h [B, H, W, F]
@@ -75,14 +91,13 @@ class GatedBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.filters = int(filters)
-        self.kernel_size = int(kernel_size)
+        self.filters, self.kernel_size, self.color_channels, self.dropout = _check_block_arguments(
+            filters, kernel_size, color_channels, dropout
+        )
         self.first = bool(first)
-        self.color_channels = int(color_channels)
         self.conditioned = bool(conditioned)
         self.condition_vertical = bool(condition_vertical)
         self.skip = bool(skip)
-        self.dropout = float(dropout)
         half = math.ceil(self.kernel_size / 2)
         p2 = 2 * self.filters
         self.vertical_conv = MaskedConv2D(
@@ -217,6 +232,16 @@ class MaskedBlock(keras.layers.Layer):
     residual connection after the first layer. Its receptive field has the
     blind spot that the gated two-stack block removes; kept for ablations.
 
+    Args:
+      filters: output features (the gated unit's convolution emits twice as many);
+        a positive multiple of ``color_channels``.
+      kernel_size: n, odd >= 3: the n x n masked convolution.
+      first: the first layer: mask "A" and no residual connection.
+      color_channels: colour groups for the masks (1 = pixel level).
+      conditioned: whether a condition (h [B, D] or s [B, H, W, S]) is added.
+      gated: the gated unit tanh * sigmoid instead of ReLU.
+      dropout: rate in [0, 1) applied to the layer's output features.
+
     Call:
       ``block(x, condition=None, training=None)`` with x [B, H, W, F] returns
       [B, H, W, filters].
@@ -226,13 +251,12 @@ class MaskedBlock(keras.layers.Layer):
         self, filters, kernel_size, first=False, color_channels=1, conditioned=False, gated=False, dropout=0.0, **kwargs
     ):
         super().__init__(**kwargs)
-        self.filters = int(filters)
-        self.kernel_size = int(kernel_size)
+        self.filters, self.kernel_size, self.color_channels, self.dropout = _check_block_arguments(
+            filters, kernel_size, color_channels, dropout
+        )
         self.first = bool(first)
-        self.color_channels = int(color_channels)
         self.conditioned = bool(conditioned)
         self.gated = bool(gated)
-        self.dropout = float(dropout)
         width = 2 * self.filters if self.gated else self.filters
         self.conv = MaskedConv2D(
             width,

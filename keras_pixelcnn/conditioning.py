@@ -13,6 +13,8 @@ import math
 import keras
 from keras import ops
 
+from keras_pixelcnn.validation import check_image_shape, check_optional_positive_int, check_positive_int
+
 
 @keras.saving.register_keras_serializable(package="keras_pixelcnn")
 class ConditionNetwork(keras.layers.Layer):
@@ -26,14 +28,18 @@ class ConditionNetwork(keras.layers.Layer):
       spatial: if True, return s = m(h): a Dense layer to a (ceil(H/4),
         ceil(W/4)) grid, two stride-2 transposed convolutions, cropped to H x W.
       spatial_channels: feature maps of s.
+
+    Call:
+      ``network(condition)`` with class ids [B] or floats [B, D] returns h
+      [B, num_classes or D], or s [B, H, W, spatial_channels] with ``spatial=True``.
     """
 
     def __init__(self, image_shape, num_classes=None, spatial=False, spatial_channels=32, **kwargs):
         super().__init__(**kwargs)
-        self.image_shape = tuple(int(d) for d in image_shape)
-        self.num_classes = num_classes
+        self.image_shape = check_image_shape(image_shape)
+        self.num_classes = check_optional_positive_int(num_classes, "num_classes")
         self.spatial = bool(spatial)
-        self.spatial_channels = int(spatial_channels)
+        self.spatial_channels = check_positive_int(spatial_channels, "spatial_channels")
         if self.spatial:
             height, width, _ = self.image_shape
             self._grid = (math.ceil(height / 4), math.ceil(width / 4))

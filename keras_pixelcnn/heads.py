@@ -16,6 +16,8 @@ import math
 
 from keras import ops
 
+from keras_pixelcnn.validation import check_positive_int
+
 PIXEL_LEVELS = 256
 
 
@@ -49,8 +51,8 @@ class SoftmaxHead:
     pixel_level_masks = False  # the network itself is colour-masked
 
     def __init__(self, channels):
-        self.channels = channels
-        self.steps_per_pixel = channels
+        self.channels = check_positive_int(channels, "channels")
+        self.steps_per_pixel = self.channels
 
     @property
     def num_outputs(self):
@@ -117,10 +119,10 @@ class LogisticMixtureHead:
     min_log_scale = -7.0
 
     def __init__(self, channels, num_mixtures):
-        self.channels = channels
-        self.num_mixtures = num_mixtures
+        self.channels = check_positive_int(channels, "channels")
+        self.num_mixtures = check_positive_int(num_mixtures, "num_mixtures")
         self.steps_per_pixel = 1
-        self.num_coeffs = channels * (channels - 1) // 2
+        self.num_coeffs = self.channels * (self.channels - 1) // 2
 
     @property
     def num_outputs(self):
@@ -207,7 +209,16 @@ HEADS = ("softmax", "logistic_mixture")
 
 
 def make_head(name, channels, num_mixtures):
-    """The head called ``name`` for C = ``channels``; ValueError for an unknown name."""
+    """The head called ``name`` (one of ``HEADS``).
+
+    Args:
+      name: "softmax" or "logistic_mixture".
+      channels: C >= 1, the image channels.
+      num_mixtures: K >= 1, the mixture's components (unused by the softmax head).
+
+    Returns:
+      A ``SoftmaxHead`` or ``LogisticMixtureHead``; ValueError for an unknown name or a bad C or K.
+    """
     if name == "softmax":
         return SoftmaxHead(channels)
     if name == "logistic_mixture":

@@ -22,6 +22,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_pixelcnn.validation import check_multiple, check_positive_int, is_int
+
 MASK_TYPES = (None, "A", "B")
 
 
@@ -91,21 +93,23 @@ class MaskedConv2D(keras.layers.Layer):
         super().__init__(**kwargs)
         if mask_type not in MASK_TYPES:
             raise ValueError(f"mask_type: expected one of {MASK_TYPES}, got {mask_type!r}.")
-        if color_channels < 1 or filters % color_channels:
-            raise ValueError(
-                f"filters: expected a multiple of color_channels={color_channels} "
-                f"(one feature group per colour channel), got {filters}."
-            )
-        self.filters = int(filters)
-        self.kernel_size = (
-            (int(kernel_size), int(kernel_size)) if np.isscalar(kernel_size) else tuple(map(int, kernel_size))
+        self.color_channels = check_positive_int(color_channels, "color_channels")
+        self.filters = check_multiple(
+            filters,
+            "filters",
+            self.color_channels,
+            f"a multiple of color_channels={self.color_channels} (one feature group per colour channel)",
         )
+        if is_int(kernel_size):
+            kernel_size = (kernel_size, kernel_size)
+        if not isinstance(kernel_size, (tuple, list)) or len(kernel_size) != 2:
+            raise ValueError(f"kernel_size: expected an int or (height, width), got {kernel_size!r}.")
+        self.kernel_size = tuple(check_positive_int(k, "kernel_size") for k in kernel_size)
         kh, kw = self.kernel_size
         self.anchor = (kh // 2, kw // 2) if anchor is None else tuple(map(int, anchor))
         if not (0 <= self.anchor[0] < kh and 0 <= self.anchor[1] < kw):
             raise ValueError(f"anchor: expected a position inside kernel {self.kernel_size}, got {self.anchor}.")
         self.mask_type = mask_type
-        self.color_channels = int(color_channels)
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)

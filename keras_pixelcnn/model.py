@@ -4,8 +4,9 @@ Both share everything but their trunk (``PixelCNNBase``):
 
   * ``model(images)`` / ``model((images, condition))`` -> the head's parameters:
     softmax logits [B, H, W, C, 256] or mixture parameters [B, H, W, P];
-  * ``fit`` with the loss built in (bits per dimension), ``log_prob``,
-    ``bits_per_dim`` and ``sample``;
+  * Keras's Model API (``fit``, ``evaluate``, ``predict``, ``train_on_batch``, ...)
+    with the loss built in (bits per dimension; ``LikelihoodModel``),
+    ``log_prob``, ``bits_per_dim`` and ``sample``;
   * get_config/from_config and ``.keras`` saving.
 
 Images are [B, H, W, C] integers in [0, 255] (uint8, or floats holding whole
@@ -19,22 +20,10 @@ from keras import ops
 
 from keras_pixelcnn.blocks import GatedBlock, MaskedBlock
 from keras_pixelcnn.conditioning import ConditionNetwork
-from keras_pixelcnn.heads import bits_per_dim, make_head
+from keras_pixelcnn.heads import make_head
+from keras_pixelcnn.likelihood_model import LikelihoodModel, split_inputs
 from keras_pixelcnn.masked_conv import MaskedConv2D
-from keras_pixelcnn.validation import check_condition, check_images
-
-
-def _split_inputs(inputs):
-    """images | (images,) | (images, condition) -> (images, condition or None)."""
-    while isinstance(inputs, (tuple, list)) and len(inputs) == 1:
-        inputs = inputs[0]
-    if isinstance(inputs, (tuple, list)):
-        if len(inputs) != 2:
-            raise ValueError(
-                f"inputs: expected images or an (images, condition) pair, got a sequence of {len(inputs)} items."
-            )
-        return inputs[0], inputs[1]
-    return inputs, None
+from keras_pixelcnn.validation import check_condition, check_images, check_pixelcnn_arguments
 
 
 def deserialized_config(config, *object_keys):
@@ -47,17 +36,7 @@ def deserialized_config(config, *object_keys):
     return config
 
 
-def mean_bits_per_dim_loss(model, x, y_pred):
-    """The built-in loss: batch mean of bits/dim (logged as ``bits_per_dim``) plus regularisation."""
-    images, _ = _split_inputs(x)
-    loss = ops.mean(bits_per_dim(model.head.log_prob(y_pred, images), model.image_shape))
-    model.bits_per_dim_tracker.update_state(loss)
-    if model.losses:
-        loss = loss + ops.sum(model.losses)
-    return loss
-
-
-class PixelCNNBase(keras.Model):
+class PixelCNNBase(LikelihoodModel):
     """What every PixelCNN here shares; subclasses define ``_make_trunk`` and ``_trunk``.
 
     Args:
@@ -73,6 +52,8 @@ class PixelCNNBase(keras.Model):
       spatial_condition: map the condition through the deconvolutional
         network m(h) and add it as a location-dependent bias (paper eq. 5).
       dropout: dropout rate inside each layer (training only).
+
+    The arguments are checked by ``validation.check_pixelcnn_arguments``.
     """
 
     def __init__(
@@ -90,55 +71,30 @@ class PixelCNNBase(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        image_shape = tuple(image_shape) if isinstance(image_shape, (tuple, list)) else image_shape
-        if (
-            not isinstance(image_shape, tuple)
-            or len(image_shape) != 3
-            or not all(isinstance(d, (int, np.integer)) and d >= 1 for d in image_shape)
-        ):
-            raise ValueError(f"image_shape: expected (height, width, channels) of positive ints, got {image_shape!r}.")
-        self.image_shape = tuple(int(d) for d in image_shape)
-        self.head = make_head(head, self.image_shape[-1], num_mixtures)
-        if head == "logistic_mixture" and (not isinstance(num_mixtures, (int, np.integer)) or num_mixtures < 1):
-            raise ValueError(f"num_mixtures: expected an int >= 1, got {num_mixtures!r}.")
-        if not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
-            raise ValueError(f"num_layers: expected an int >= 1, got {num_layers!r}.")
-        if not isinstance(kernel_size, (int, np.integer)) or kernel_size < 3 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size: expected an odd int >= 3, got {kernel_size!r}.")
-        self.color_channels = 1 if self.head.pixel_level_masks else self.image_shape[-1]
-        if not isinstance(filters, (int, np.integer)) or filters < 1 or filters % self.color_channels:
-            raise ValueError(
-                f"filters: expected a positive multiple of the {self.color_channels} image channels "
-                f"(the softmax head's colour masks split features into one group per channel), got {filters!r}."
-            )
-        if num_classes is not None and condition_shape is not None:
-            raise ValueError(
-                f"num_classes, condition_shape: give one kind of condition, got num_classes={num_classes!r} "
-                f"and condition_shape={condition_shape!r}."
-            )
-        if num_classes is not None and (not isinstance(num_classes, (int, np.integer)) or num_classes < 1):
-            raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}.")
-        if condition_shape is not None:
-            condition_shape = tuple(condition_shape) if isinstance(condition_shape, (tuple, list)) else condition_shape
-            if not isinstance(condition_shape, tuple) or len(condition_shape) != 1 or condition_shape[0] < 1:
-                raise ValueError(f"condition_shape: expected (D,) with D >= 1, got {condition_shape!r}.")
-            condition_shape = (int(condition_shape[0]),)
-        if spatial_condition and num_classes is None and condition_shape is None:
-            raise ValueError(
-                "spatial_condition: requires num_classes or condition_shape (a condition to map), got neither."
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout: expected a rate in [0, 1), got {dropout!r}.")
-
-        self.num_layers = int(num_layers)
-        self.filters = int(filters)
-        self.kernel_size = int(kernel_size)
-        self.num_mixtures = int(num_mixtures)
-        self.num_classes = None if num_classes is None else int(num_classes)
-        self.condition_shape = condition_shape
-        self.spatial_condition = bool(spatial_condition)
-        self.dropout = float(dropout)
-        self.conditioned = num_classes is not None or condition_shape is not None
+        arguments = check_pixelcnn_arguments(
+            image_shape,
+            num_layers,
+            filters,
+            kernel_size,
+            head,
+            num_mixtures,
+            num_classes,
+            condition_shape,
+            spatial_condition,
+            dropout,
+        )
+        self.image_shape = arguments["image_shape"]
+        self.head = make_head(head, self.image_shape[-1], arguments["num_mixtures"])
+        self.color_channels = arguments["color_channels"]
+        self.num_layers = arguments["num_layers"]
+        self.filters = arguments["filters"]
+        self.kernel_size = arguments["kernel_size"]
+        self.num_mixtures = arguments["num_mixtures"]
+        self.num_classes = arguments["num_classes"]
+        self.condition_shape = arguments["condition_shape"]
+        self.spatial_condition = arguments["spatial_condition"]
+        self.dropout = arguments["dropout"]
+        self.conditioned = self.num_classes is not None or self.condition_shape is not None
 
         self.condition_network = (
             ConditionNetwork(
@@ -164,7 +120,6 @@ class PixelCNNBase(keras.Model):
             name="head_out",
             dtype=self.dtype_policy,
         )
-        self.bits_per_dim_tracker = keras.metrics.Mean(name="bits_per_dim")
         self._sample_functions = {}
         self.build()
 
@@ -203,7 +158,8 @@ class PixelCNNBase(keras.Model):
 
     # -- forward pass ---------------------------------------------------------------
 
-    def _check_inputs(self, images, condition):
+    def _check_inputs(self, images, condition, name="inputs"):
+        """Raises ValueError unless images [B, H, W, C] and condition fit this model (messages name each)."""
         check_images(images, self.image_shape)
         check_condition(
             condition,
@@ -213,7 +169,8 @@ class PixelCNNBase(keras.Model):
         )
 
     def call(self, inputs, training=None):
-        images, condition = _split_inputs(inputs)
+        """Images [B, H, W, C] or (images, condition) -> the head's parameters (see the module docstring)."""
+        images, condition = split_inputs(inputs)
         self._check_inputs(images, condition)
         x = ops.cast(images, self.compute_dtype) / 127.5 - 1.0
         h = self.condition_network(condition) if self.conditioned else None
@@ -234,45 +191,8 @@ class PixelCNNBase(keras.Model):
 
     def bits_per_dim(self, images, condition=None):
         """Negative log-likelihood in bits per sub-pixel of each image -> float32 [B]."""
-        return bits_per_dim(self.log_prob(images, condition), self.image_shape)
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Mean bits per dimension of the batch (so learning rates carry across image sizes)."""
-        return mean_bits_per_dim_loss(self, x, y_pred)
-
-    # -- fit / evaluate / predict: a 2-tuple of data is (images, condition), never (x, y)
-
-    def _check_data(self, x, y):
-        if y is not None:
-            raise ValueError(
-                "y: PixelCNN models learn from images alone (the loss is built in); "
-                "pass a condition as x=(images, condition), got y."
-            )
-        spec = getattr(x, "element_spec", None)
-        images, condition = _split_inputs(spec if spec is not None else x)
-        if images is None or not hasattr(images, "shape") and not isinstance(images, (list, np.ndarray)):
-            return  # generators and other sources are checked by their batches' shapes
         self._check_inputs(images, condition)
-
-    def fit(self, x=None, y=None, **kwargs):
-        self._check_data(x, y)
-        return super().fit(x, **kwargs)
-
-    def evaluate(self, x=None, y=None, **kwargs):
-        self._check_data(x, y)
-        return super().evaluate(x, **kwargs)
-
-    def train_step(self, *args):
-        *state, data = args  # TF/torch: (data,); JAX: (state, data)
-        return super().train_step(*state, (_split_inputs(data),))
-
-    def test_step(self, *args):
-        *state, data = args
-        return super().test_step(*state, (_split_inputs(data),))
-
-    def predict_step(self, *args):
-        *state, data = args
-        return super().predict_step(*state, (_split_inputs(data),))
+        return self.per_image_bits_per_dim(images if condition is None else (images, condition))
 
     # -- sampling -----------------------------------------------------------------
 

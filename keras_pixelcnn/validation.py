@@ -1,12 +1,212 @@
-"""Input checks that raise ValueError naming the argument, the expectation and the value.
+"""Every argument and input check of the library, in one place (like Keras's argument_validation).
 
-Shape checks run on static shapes (also while tracing). Value checks run only on
-concrete values (numpy arrays, eager tensors): inside a traced or XLA-compiled
-step the values are unknown, and XLA would drop an Assert op anyway.
+Each check raises ValueError whose message starts with the argument's name,
+then says what was expected and what was given: ``"<name>: expected ..., got ..."``.
+Binaries reuse them for their flags by passing the flag as the name
+(``check_positive_int(FLAGS.train_steps, "--train_steps")``), or by prefixing
+``--`` to the message of ``check_pixelcnn_arguments``.
+
+Rules shared by all checks: a bool is not an int (nor a number); numpy integer
+and float scalars count as ints and floats; checks return the value normalised
+(``int``, ``float``, ``tuple``).
+
+Input checks: shape checks run on static shapes (also while tracing). Value
+checks run only on concrete values (numpy arrays, eager tensors): inside a
+traced or XLA-compiled step the values are unknown, and XLA would drop an
+Assert op anyway.
 """
 
+import keras
 import numpy as np
 from keras import ops
+
+# -- arguments ----------------------------------------------------------------------------
+
+
+def is_int(value):
+    """Whether ``value`` is a Python or numpy integer (a bool is not)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(value, name, minimum):
+    """``value`` as an int >= ``minimum``.
+
+    Args:
+      value: the argument.
+      name: the argument's name for the message (e.g. "steps" or "--steps").
+      minimum: the smallest allowed value.
+
+    Returns:
+      ``int(value)``.
+    """
+    if not is_int(value) or value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_positive_int(value, name):
+    """``value`` as an int >= 1 (layers, filters, steps, batch sizes, ...); see ``check_int``."""
+    return check_int(value, name, 1)
+
+
+def check_rate(value, name):
+    """``value`` as a float in [0, 1) (dropout rates, EMA decays).
+
+    Returns:
+      ``float(value)``.
+    """
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not number or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name}: expected a rate in [0, 1), got {value!r}.")
+    return float(value)
+
+
+def check_odd_kernel_size(value, name="kernel_size"):
+    """``value`` as an odd int >= 3 (a PixelCNN layer's kernel needs a centre and a pixel on each side).
+
+    Returns:
+      ``int(value)``.
+    """
+    if not is_int(value) or value < 3 or value % 2 == 0:
+        raise ValueError(f"{name}: expected an odd int >= 3, got {value!r}.")
+    return int(value)
+
+
+def check_multiple(value, name, divisor, expected=None):
+    """``value`` as a positive int divisible by ``divisor`` (features split into colour groups).
+
+    Args:
+      value: the argument.
+      name: the argument's name for the message.
+      divisor: a positive int.
+      expected: what the message says was expected; default "a positive multiple of {divisor}".
+
+    Returns:
+      ``int(value)``.
+    """
+    if not is_int(value) or value < 1 or value % divisor:
+        expected = expected or f"a positive multiple of {divisor}"
+        raise ValueError(f"{name}: expected {expected}, got {value!r}.")
+    return int(value)
+
+
+def check_image_shape(value, name="image_shape"):
+    """``value`` as (height, width, channels), each a positive int.
+
+    Returns:
+      A tuple of 3 ints.
+    """
+    if not isinstance(value, (tuple, list)) or len(value) != 3 or not all(is_int(d) and d >= 1 for d in value):
+        raise ValueError(f"{name}: expected (height, width, channels) of positive ints, got {value!r}.")
+    return tuple(int(d) for d in value)
+
+
+def check_condition_shape(value, name="condition_shape"):
+    """``value`` as None or (D,) with D a positive int (the shape of one float condition vector).
+
+    Returns:
+      None or a 1-tuple of an int.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)) or len(value) != 1 or not is_int(value[0]) or value[0] < 1:
+        raise ValueError(f"{name}: expected (D,) with D >= 1, got {value!r}.")
+    return (int(value[0]),)
+
+
+def check_optional_positive_int(value, name):
+    """``value`` as None or an int >= 1 (e.g. ``num_classes``)."""
+    return None if value is None else check_positive_int(value, name)
+
+
+def check_vector_output_shape(model, image_shape, name, dim=None):
+    """Checks that ``model`` maps float32 images [B, H, W, C] to vectors [B, D] (encoders, embedding networks).
+
+    Runs a symbolic call (no weights are created or changed).
+
+    Args:
+      model: the model to check; anything but a ``keras.Model`` fails.
+      image_shape: (H, W, C) of the images it will receive.
+      name: the argument's name for the message (e.g. "encoder" or "--embedding_model").
+      dim: the required D, or None for any known D.
+
+    Returns:
+      D, an int.
+    """
+    images = f"[batch, {', '.join(map(str, image_shape))}]"
+    expected = f"[batch, {'D' if dim is None else dim}]"
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"{name}: expected a keras.Model mapping images {images} to vectors {expected}, got {type(model).__name__}."
+        )
+    try:
+        shape = tuple(model.compute_output_spec(keras.KerasTensor((None,) + tuple(image_shape), "float32")).shape)
+    except Exception as error:  # any failure to take the images is the model's
+        raise ValueError(
+            f"{name}: expected a model taking float32 images {images} to {expected}; "
+            f"calling it failed: {str(error).splitlines()[0][:300]}"
+        ) from error
+    if len(shape) != 2 or shape[1] is None or (dim is not None and shape[1] != dim):
+        raise ValueError(f"{name}: expected outputs of shape {expected}, got shape {shape}.")
+    return int(shape[1])
+
+
+def check_pixelcnn_arguments(
+    image_shape,
+    num_layers,
+    filters,
+    kernel_size,
+    head,
+    num_mixtures,
+    num_classes=None,
+    condition_shape=None,
+    spatial_condition=False,
+    dropout=0.0,
+):
+    """Checks a PixelCNN model's arguments together (``PixelCNNBase`` and any binary building one).
+
+    Args: as ``PixelCNNBase``.
+
+    Returns:
+      dict of the normalised arguments (ints, floats, tuples) plus ``color_channels``:
+      the colour groups of the masks (C for the softmax head, 1 for the mixture head).
+    """
+    from keras_pixelcnn.heads import make_head  # heads use these checks: imported here, not at the top
+
+    image_shape = check_image_shape(image_shape)
+    color_channels = 1 if make_head(head, image_shape[-1], num_mixtures).pixel_level_masks else image_shape[-1]
+    filters = check_multiple(
+        filters,
+        "filters",
+        color_channels,
+        f"a positive multiple of the {color_channels} image channels "
+        "(the softmax head's colour masks split features into one group per channel)",
+    )
+    if num_classes is not None and condition_shape is not None:
+        raise ValueError(
+            f"num_classes, condition_shape: give one kind of condition, got num_classes={num_classes!r} "
+            f"and condition_shape={condition_shape!r}."
+        )
+    if spatial_condition and num_classes is None and condition_shape is None:
+        raise ValueError(
+            "spatial_condition: requires num_classes or condition_shape (a condition to map), got neither."
+        )
+    return dict(
+        image_shape=image_shape,
+        num_layers=check_positive_int(num_layers, "num_layers"),
+        filters=filters,
+        kernel_size=check_odd_kernel_size(kernel_size),
+        head=head,
+        num_mixtures=check_positive_int(num_mixtures, "num_mixtures"),
+        num_classes=check_optional_positive_int(num_classes, "num_classes"),
+        condition_shape=check_condition_shape(condition_shape),
+        spatial_condition=bool(spatial_condition),
+        dropout=check_rate(dropout, "dropout"),
+        color_channels=color_channels,
+    )
+
+
+# -- inputs -------------------------------------------------------------------------------
 
 
 def concrete_value(x):
@@ -63,7 +263,10 @@ def check_condition(condition, num_classes, condition_shape, batch_size=None, na
             )
         return
     if condition is None:
-        kind = f"class ids [batch] in [0, {num_classes})" if num_classes is not None else f"floats [batch, {condition_shape[0]}]"
+        if num_classes is not None:
+            kind = f"class ids [batch] in [0, {num_classes})"
+        else:
+            kind = f"floats [batch, {condition_shape[0]}]"
         raise ValueError(f"{name}: this model is conditional and requires {kind}, got None.")
     shape = static_shape(condition)
     if num_classes is not None:

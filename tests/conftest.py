@@ -1,4 +1,4 @@
-"""Shared test helpers: small models with random (non-zero) weights."""
+"""Shared test helpers: random weights and images, the causality probe, the binaries' flags and subprocesses."""
 
 import os
 
@@ -7,6 +7,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import numpy as np
 import pytest
+from absl import flags
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def randomize_weights(model, seed=0, scale=0.5):
@@ -18,7 +21,58 @@ def randomize_weights(model, seed=0, scale=0.5):
 
 
 def random_images(shape, seed=0):
+    """Uniform random uint8 images of ``shape``."""
     return np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)
+
+
+# -- causality by perturbation ------------------------------------------------------------
+
+UNCHANGED = 1e-7  # masked weights are exact zeros; allow only float noise
+CHANGED = 1e-6
+
+
+def dependency_matrix(model, condition=None, num_bases=3):
+    """D[k, m]: largest change of output unit m when input sub-pixel k changes.
+
+    Output units are sub-pixels for the softmax head and pixels for the mixture head.
+    """
+    height, width, channels = model.image_shape
+    n = height * width * channels
+    deps = 0.0
+    for seed in range(num_bases):
+        batch = np.repeat(random_images((1, height, width, channels), seed=seed), n + 1, axis=0).astype(np.int64)
+        for k in range(n):
+            i, j, c = np.unravel_index(k, (height, width, channels))
+            batch[k + 1, i, j, c] = (batch[k + 1, i, j, c] + 128) % 256
+        batch = batch.astype(np.uint8)
+        inputs = batch if condition is None else (batch, np.repeat(condition, n + 1, axis=0))
+        out = np.asarray(model(inputs))
+        units = n if model.head.name == "softmax" else height * width
+        change = np.abs(out[1:] - out[:1]).reshape(n, units, -1).max(axis=-1)
+        deps = np.maximum(deps, change)
+    return deps
+
+
+# -- the binaries: flags in-process, environment of subprocesses -------------------------------
+
+TINY = ["--num_layers=2", "--filters=8", "--kernel_size=3", "--batch_size=16"]
+
+
+def parse_flags(module, argv):
+    """Parses ``argv`` as binary ``module`` would (absl flags reset first)."""
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS([module.__name__] + argv)
+
+
+def run_main(module, argv):
+    """Parses ``argv`` as the binary would and calls its main (flags reset in between)."""
+    parse_flags(module, argv)
+    return module.main([module.__name__])
+
+
+def subprocess_env(**extra):
+    """The environment of a test's subprocess: this checkout importable, TF quiet, CPU only, plus ``extra``."""
+    return {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", **extra}
 
 
 @pytest.fixture(autouse=True)

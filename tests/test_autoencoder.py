@@ -13,8 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import random_images, randomize_weights
-from test_causality import CHANGED, UNCHANGED, dependency_matrix
+from conftest import CHANGED, UNCHANGED, dependency_matrix, random_images, randomize_weights
 
 import keras_pixelcnn as kp
 from trainers.data import DIGITS_TRAIN_SIZE

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import app
-from test_trainers import TINY, run_main
+from conftest import TINY, run_main
 
 import keras_pixelcnn as kp
 from export import export as export_cli

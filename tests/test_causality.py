@@ -11,34 +11,9 @@ an inactive ReLU cannot hide one.
 
 import numpy as np
 import pytest
-from conftest import random_images, randomize_weights
+from conftest import CHANGED, UNCHANGED, dependency_matrix, randomize_weights
 
 import keras_pixelcnn as kp
-
-UNCHANGED = 1e-7  # masked weights are exact zeros; allow only float noise
-CHANGED = 1e-6
-
-
-def dependency_matrix(model, condition=None, num_bases=3):
-    """D[k, m]: largest change of output unit m when input sub-pixel k changes.
-
-    Output units are sub-pixels for the softmax head and pixels for the mixture head.
-    """
-    height, width, channels = model.image_shape
-    n = height * width * channels
-    deps = 0.0
-    for seed in range(num_bases):
-        batch = np.repeat(random_images((1, height, width, channels), seed=seed), n + 1, axis=0).astype(np.int64)
-        for k in range(n):
-            i, j, c = np.unravel_index(k, (height, width, channels))
-            batch[k + 1, i, j, c] = (batch[k + 1, i, j, c] + 128) % 256
-        batch = batch.astype(np.uint8)
-        inputs = batch if condition is None else (batch, np.repeat(condition, n + 1, axis=0))
-        out = np.asarray(model(inputs))
-        units = n if model.head.name == "softmax" else height * width
-        change = np.abs(out[1:] - out[:1]).reshape(n, units, -1).max(axis=-1)
-        deps = np.maximum(deps, change)
-    return deps
 
 
 def unit_of(k, model):

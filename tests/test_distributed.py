@@ -13,8 +13,8 @@ import textwrap
 
 import numpy as np
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO_ROOT as ROOT
+from conftest import subprocess_env
 
 MIRRORED_SCRIPT = textwrap.dedent(
     """
@@ -55,14 +55,12 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
-def env(**extra):
-    return {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", **extra}
-
-
 @pytest.mark.parametrize("clip_norm", [0.0, 0.05])
 def test_mirrored_sgd_step_equals_the_single_device_step(tmp_path, clip_norm):
     out = tmp_path / "result.npz"
-    subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(out), str(clip_norm)], env=env(), check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(out), str(clip_norm)], env=subprocess_env(), check=True, timeout=300
+    )
     result = np.load(out)
     np.testing.assert_allclose(result["loss"][1], result["loss"][0], rtol=1e-5)
     count = sum(name.startswith("one_") for name in result.files)
@@ -91,9 +89,8 @@ def test_two_local_workers_train_in_sync_and_the_chief_checkpoints(tmp_path):
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(
-            subprocess.Popen(argv, env=env(TF_CONFIG=json.dumps(tf_config)), stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        )
+        env = subprocess_env(TF_CONFIG=json.dumps(tf_config))
+        processes.append(subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True, cwd=ROOT))
     outputs = []
     try:
         for process in processes:

@@ -1,14 +1,13 @@
 """The layers and the forward pass run under KERAS_BACKEND=jax, without TensorFlow, and agree with TF."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
-from conftest import random_images, randomize_weights
+from conftest import random_images, randomize_weights, subprocess_env
 
 import keras_pixelcnn as kp
 
@@ -42,7 +41,7 @@ def test_forward_pass_under_jax_matches_tensorflow(tmp_path, head):
     images, condition = random_images((2, 4, 5, 3)), np.array([0, 2])
     model.save_weights(tmp_path / "w.weights.h5")
     np.savez(tmp_path / "data.npz", images=images, condition=condition)
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    env = subprocess_env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
     subprocess.run(
         [sys.executable, "-c", JAX_SCRIPT, json.dumps(model.get_config()), str(tmp_path / "w.weights.h5"),
          str(tmp_path / "data.npz"), str(tmp_path / "out.npy")],

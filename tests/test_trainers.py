@@ -11,28 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import app, flags
+from conftest import REPO_ROOT as ROOT
+from conftest import TINY, parse_flags, run_main, subprocess_env
 
 from keras_pixelcnn.model_dir import load_model
 from trainers import evaluate, sample, train, train_lib
 
 FLAGS = flags.FLAGS
-TINY = ["--num_layers=2", "--filters=8", "--kernel_size=3", "--batch_size=16"]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def parse_flags(module, argv):
-    FLAGS.unparse_flags()
-    FLAGS([module.__name__] + argv)
-
-
-def run_main(module, argv):
-    """Parses ``argv`` as the binary would and calls its main (flags reset in between)."""
-    parse_flags(module, argv)
-    return module.main([module.__name__])
-
-
-def subprocess_env(**extra):
-    return {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", **extra}
 
 
 def fixed_batch_bits(model, seed=0):

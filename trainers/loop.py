@@ -15,7 +15,6 @@ import contextlib
 
 import tensorflow as tf
 
-from keras_pixelcnn.heads import bits_per_dim
 
 
 def read_scalar(value):
@@ -46,8 +45,7 @@ def make_train_step(model, optimizer, strategy, global_batch_size, clip_norm=0.0
 
     def loss_and_grads(images, labels):
         with tf.GradientTape() as tape:
-            params = model(model_inputs(model, images, labels), training=True)
-            per_example = bits_per_dim(model.head.log_prob(params, images), model.image_shape)
+            per_example = model.per_image_bits_per_dim(model_inputs(model, images, labels), training=True)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
@@ -85,8 +83,8 @@ def make_evaluator(model):
 
     @tf.function
     def batch_bits(images, labels):
-        params = model(model_inputs(model, images, labels), training=False)
-        return tf.reduce_sum(bits_per_dim(model.head.log_prob(params, images), model.image_shape)), tf.shape(images)[0]
+        bits = model.per_image_bits_per_dim(model_inputs(model, images, labels), training=False)
+        return tf.reduce_sum(bits), tf.shape(images)[0]
 
     def evaluate(dataset):
         total, count = 0.0, 0
