@@ -16,7 +16,6 @@ import contextlib
 import tensorflow as tf
 
 
-
 def read_scalar(value):
     """A Python number from a scalar tensor or (possibly mirrored) variable."""
     return tf.convert_to_tensor(value).numpy().item()
