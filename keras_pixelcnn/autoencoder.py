@@ -285,7 +285,7 @@ class PixelCNNAutoEncoder(keras.Model):
         """
         return self.decoder.sample(condition=condition, temperature=temperature, seed=seed, **kwargs)
 
-    def reconstruct(self, images, num_samples_per_image=1, temperature=1.0, seed=None):
+    def reconstruct(self, images, num_samples_per_image=1, temperature=1.0, seed=None, jit_compile=None):
         """Sampled conditional reconstructions: draws from p(x | h(images)).
 
         Args:
@@ -294,17 +294,23 @@ class PixelCNNAutoEncoder(keras.Model):
           temperature: > 0.
           seed: int, two ints, or None. All draws come from one batch
             (image-major), so ``reconstruct(images, 1, t, s)[:, 0]`` equals the
-            exported ``reconstruct`` signature's images for seed s.
+            exported ``reconstruct`` signature's images for seed s (an export
+            with the same ``jit_compile``).
+          jit_compile: None (auto: XLA), True or False; as in ``ConditionalPixelCNN.sample``.
 
         Returns:
           uint8 [B, n, H, W, C].
         """
         num = _check_positive_int(num_samples_per_image, "num_samples_per_image")
         codes = np.asarray(self.encode(images))
-        samples = self.sample(np.repeat(codes, num, axis=0), temperature=temperature, seed=seed)
+        samples = self.sample(
+            np.repeat(codes, num, axis=0), temperature=temperature, seed=seed, jit_compile=jit_compile
+        )
         return ops.reshape(samples, (codes.shape[0], num) + self.image_shape)
 
-    def interpolate(self, image_a, image_b, steps, num_samples_per_step=1, temperature=1.0, seed=None):
+    def interpolate(
+        self, image_a, image_b, steps, num_samples_per_step=1, temperature=1.0, seed=None, jit_compile=None
+    ):
         """Samples along the line between two images' codes (paper Figure 5).
 
         Args:
@@ -313,6 +319,7 @@ class PixelCNNAutoEncoder(keras.Model):
           num_samples_per_step: n >= 1 draws per code.
           temperature: > 0.
           seed: int, two ints, or None (one batch of steps * n draws).
+          jit_compile: None (auto: XLA), True or False; as in ``ConditionalPixelCNN.sample``.
 
         Returns:
           (images uint8 [steps, n, H, W, C], codes float32 [steps, D]): row t
@@ -330,7 +337,9 @@ class PixelCNNAutoEncoder(keras.Model):
                 raise ValueError(f"{name}: expected one image, got a batch of {image.shape[0]}.")
             ends.append(np.asarray(self.encode(image))[0])
         codes = interpolation_conditions(ends[0], ends[1], steps)
-        samples = self.sample(np.repeat(codes, num, axis=0), temperature=temperature, seed=seed)
+        samples = self.sample(
+            np.repeat(codes, num, axis=0), temperature=temperature, seed=seed, jit_compile=jit_compile
+        )
         return ops.reshape(samples, (len(codes), num) + self.image_shape), codes
 
     # -- serialization ------------------------------------------------------------------
