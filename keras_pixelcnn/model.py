@@ -331,11 +331,12 @@ class PixelCNNBase(keras.Model):
         if not np.isscalar(temperature) or not 0 < temperature < np.inf:
             raise ValueError(f"temperature: expected a finite number > 0, got {temperature!r}.")
         jit_compile = resolve_jit_compile(jit_compile)
-        if (method, jit_compile) not in self._sample_functions:
-            self._sample_functions[method, jit_compile] = sampling_function(self, method, jit_compile)
+        key = f"{method}_xla" if jit_compile else method  # string keys: the dict is tracked (SavedModel export)
+        if key not in self._sample_functions:
+            self._sample_functions[key] = sampling_function(self, method, jit_compile)
         if condition is not None:
             condition = tf.convert_to_tensor(condition, tf.int32 if self.num_classes is not None else tf.float32)
-        return self._sample_functions[method, jit_compile](
+        return self._sample_functions[key](
             tf.constant(batch_size, tf.int32),
             condition,
             tf.constant(temperature, tf.float32),
