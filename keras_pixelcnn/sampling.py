@@ -180,9 +180,8 @@ def _cached_weights(model, dtype):
 
     Returns:
       dict with ``horizontal``, ``out``, ``skip`` (per layer, per group),
-      ``hidden`` and ``head`` (per group), ``fused_order`` (per layer: the
-      fused 2p features in group-major [tanh | sigmoid] blocks) and
-      ``input_orders`` (per layer).
+      ``hidden`` and ``head`` (per group), and ``fused_order``: the fused 2p
+      features of a layer in group-major [tanh | sigmoid] blocks.
     """
     import tensorflow as tf
 
@@ -192,7 +191,7 @@ def _cached_weights(model, dtype):
     p_columns = _group_columns(p, groups)
     p_order = sum(p_columns, [])
     fused_columns = [columns + [p + c for c in columns] for columns in p_columns]
-    weights = {"horizontal": [], "out": [], "skip": [], "input_orders": [], "fused_order": sum(fused_columns, [])}
+    weights = {"horizontal": [], "out": [], "skip": [], "fused_order": sum(fused_columns, [])}
     for index, block in enumerate(model.blocks):
         features = channels if index == 0 else p
         in_order = sum(_group_columns(features, groups), [])
@@ -207,7 +206,6 @@ def _cached_weights(model, dtype):
         weights["skip"].append(
             None if block.skip_out is None else _pointwise_weights(block.skip_out, groups, dtype, p_order, p_columns)
         )
-        weights["input_orders"].append(in_order)
     weights["hidden"] = _pointwise_weights(model.head_hidden, groups, dtype, p_order, p_columns)
     weights["head"] = _pointwise_weights(
         model.head_out, groups, dtype, p_order, _group_columns(model.head.num_outputs, groups)
@@ -353,7 +351,10 @@ def sample_cached(model, batch_size, condition, temperature, seed):
 
         def step_body(j, history, pixels):
             pixel, inputs = pixel_body(tf.gather(terms, j, axis=1), tf.gather(noise, j), history)
-            history = [tf.concat([past[:, f:], new], axis=-1) for past, new, f in zip(history, inputs, input_features)]
+            history = [
+                tf.concat([past[:, f:], new], axis=-1)
+                for past, new, f in zip(history, inputs, input_features, strict=True)
+            ]
             return j + 1, history, pixels.write(j, pixel)
 
         pixels = tf.TensorArray(tf.float32, size=width, element_shape=[None, channels])
