@@ -3,6 +3,8 @@ r"""Exports a trained PixelCNN for TF-Serving as <export_base>/<version>/.
 Usage:
   python -m export.export --model_dir=runs/mnist --export_base=/models/pixelcnn
   pixelcnn-export --model_dir=runs/mnist --export_base=/models/pixelcnn --version=3
+  # XLA-compiled sampling signatures, for a server started with --xla_cpu_compilation_enabled:
+  python -m export.export --model_dir=runs/mnist --export_base=/models/pixelcnn-xla --jit_compile
 
 What is exported from --model_dir (layout: keras_pixelcnn/model_dir.py):
   * --checkpoint if given (a prefix, or a name such as ckpt-3 in checkpoints/),
@@ -16,17 +18,14 @@ it, then renamed); keras_pixelcnn/export_lib.py describes the signatures.
 
 from absl import app, flags
 
-from trainers import (
-    binary,
-    common_flags,  # noqa: F401  (--model_dir and --checkpoint, shared with the trainers)
-)
+from trainers import binary, common_flags  # --model_dir, --checkpoint, --jit_compile: shared with the trainers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export_base", None, "TF-Serving model base path; versions are written as <export_base>/<N>/.")
 flags.DEFINE_integer("version", None, "Version to write (must not exist); default: one more than the largest.")
 
 
-def export_from_model_dir(model_dir, export_base, version=None, checkpoint=None):
+def export_from_model_dir(model_dir, export_base, version=None, checkpoint=None, jit_compile=False):
     """Loads the trained model of ``model_dir`` and exports it (keras_pixelcnn.export_saved_model).
 
     Args:
@@ -35,6 +34,8 @@ def export_from_model_dir(model_dir, export_base, version=None, checkpoint=None)
       version: int >= 1, or None for the next free version.
       checkpoint: None (model.keras, else the latest checkpoint), or a
         checkpoint prefix or name in checkpoints/.
+      jit_compile: XLA-compile the sampling signatures (export_saved_model's
+        ``jit_compile``; the server needs XLA enabled).
 
     Returns:
       The path of the new version directory.
@@ -50,7 +51,7 @@ def export_from_model_dir(model_dir, export_base, version=None, checkpoint=None)
     except (FileNotFoundError, ValueError) as error:  # messages start with the argument at fault
         raise app.UsageError(f"--{error}") from error
     try:
-        path = export_saved_model(model, export_base, version)
+        path = export_saved_model(model, export_base, version, jit_compile=jit_compile)
     except ValueError as error:
         raise app.UsageError(f"--export_base={export_base} --version={version}: {error}") from error
     print(f"Exported {source} to {path}")
@@ -63,7 +64,7 @@ def main(argv):
     for name in ("model_dir", "export_base"):
         if not FLAGS[name].value:
             raise app.UsageError(f"--{name}: required.")
-    export_from_model_dir(FLAGS.model_dir, FLAGS.export_base, FLAGS.version, FLAGS.checkpoint)
+    export_from_model_dir(FLAGS.model_dir, FLAGS.export_base, FLAGS.version, FLAGS.checkpoint, FLAGS.jit_compile)
 
 
 def run():

@@ -255,7 +255,7 @@ class PixelCNNAutoEncoder(LikelihoodModel):
         """
         return self.decoder.sample(condition=condition, temperature=temperature, seed=seed, **kwargs)
 
-    def reconstruct(self, images, num_samples_per_image=1, temperature=1.0, seed=None):
+    def reconstruct(self, images, num_samples_per_image=1, temperature=1.0, seed=None, jit_compile=None):
         """Sampled conditional reconstructions: draws from p(x | h(images)).
 
         Args:
@@ -264,17 +264,23 @@ class PixelCNNAutoEncoder(LikelihoodModel):
           temperature: > 0.
           seed: int, two ints, or None. All draws come from one batch
             (image-major), so ``reconstruct(images, 1, t, s)[:, 0]`` equals the
-            exported ``reconstruct`` signature's images for seed s.
+            exported ``reconstruct`` signature's images for seed s (an export
+            with the same ``jit_compile``).
+          jit_compile: None (auto: XLA), True or False; as in ``ConditionalPixelCNN.sample``.
 
         Returns:
           uint8 [B, n, H, W, C].
         """
         num = _check_positive_int(num_samples_per_image, "num_samples_per_image")
         codes = np.asarray(self.encode(images))
-        samples = self.sample(np.repeat(codes, num, axis=0), temperature=temperature, seed=seed)
+        samples = self.sample(
+            np.repeat(codes, num, axis=0), temperature=temperature, seed=seed, jit_compile=jit_compile
+        )
         return ops.reshape(samples, (codes.shape[0], num) + self.image_shape)
 
-    def interpolate(self, image_a, image_b, steps, num_samples_per_step=1, temperature=1.0, seed=None):
+    def interpolate(
+        self, image_a, image_b, steps, num_samples_per_step=1, temperature=1.0, seed=None, jit_compile=None
+    ):
         """Samples along the line between two images' codes (paper Figure 5).
 
         Args:
@@ -283,6 +289,7 @@ class PixelCNNAutoEncoder(LikelihoodModel):
           num_samples_per_step: n >= 1 draws per code.
           temperature: > 0.
           seed: int, two ints, or None (one batch of steps * n draws).
+          jit_compile: None (auto: XLA), True or False; as in ``ConditionalPixelCNN.sample``.
 
         Returns:
           (images uint8 [steps, n, H, W, C], codes float32 [steps, D]): row t
@@ -300,7 +307,9 @@ class PixelCNNAutoEncoder(LikelihoodModel):
                 raise ValueError(f"{name}: expected one image, got a batch of {image.shape[0]}.")
             ends.append(np.asarray(self.encode(image))[0])
         codes = interpolation_conditions(ends[0], ends[1], steps)
-        samples = self.sample(np.repeat(codes, num, axis=0), temperature=temperature, seed=seed)
+        samples = self.sample(
+            np.repeat(codes, num, axis=0), temperature=temperature, seed=seed, jit_compile=jit_compile
+        )
         return ops.reshape(samples, (len(codes), num) + self.image_shape), codes
 
     # -- serialization ------------------------------------------------------------------

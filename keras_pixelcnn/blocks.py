@@ -177,7 +177,7 @@ class GatedBlock(keras.layers.Layer):
             return (h_out,)
         return h_out, self.skip_out(h_gated)
 
-    # -- one row / one pixel at a time, for the cached sampler (inference only) --------
+    # -- one row at a time, for the cached sampler (inference only) --------------------
 
     def vertical_row(self, window, v_bias):
         """The vertical stack for one row from the ceil(n/2) rows ending at it.
@@ -193,20 +193,6 @@ class GatedBlock(keras.layers.Layer):
         """
         v_pre = self.vertical_conv.conv_valid(window)
         return v_pre, gate(v_pre + v_bias)
-
-    def horizontal_pixel(self, window, link, h_bias):
-        """The horizontal stack at one pixel from the ceil(n/2) columns ending at it.
-
-        Args:
-          window: [B, 1, ceil(n/2), F], the layer's horizontal input at the pixel
-            and to its left (zeros left of column 0).
-          link: ``link(v_pre)`` of the row above at this pixel, [B, 1, 1, 2p].
-          h_bias: the horizontal condition term at this pixel.
-
-        Returns:
-          (h_out,) or (h_out, skip), each [B, 1, 1, p].
-        """
-        return self._horizontal(self.horizontal_conv.conv_valid(window), link, h_bias, window[:, :, -1:])
 
     def get_config(self):
         config = super().get_config()

@@ -7,7 +7,8 @@ Signatures (flat dicts of named tensors, dynamic batch dimension B):
     (``condition_shape=(D,)`` models; declared [B, ?], the width is checked in
     the graph) or ``num_samples`` int32 scalar (unconditional models) -- plus
     ``seed`` int64 [2] and ``temperature`` float32 scalar. Output: ``images``
-    uint8 [B, H, W, C], identical to ``model.sample(..., seed=seed)``.
+    uint8 [B, H, W, C], identical to ``model.sample(..., seed=seed,
+    jit_compile=J)`` for an export with ``jit_compile=J``.
   * ``log_prob``. Inputs: ``images`` uint8 [B, H, W, C] plus ``class_ids`` or
     ``condition`` for conditional models. Outputs: ``log_prob`` (nats) and
     ``bits_per_dim``, float32 [B].
@@ -185,13 +186,18 @@ def _condition_checks(model, inputs):
     return None, None, []
 
 
-def _sample_function(model, specs):
-    """The ``serving_default`` function: dict of inputs -> {"images": uint8 [B, H, W, C]}."""
+def _sample_function(model, specs, jit_compile=False):
+    """The ``serving_default`` function: dict of inputs -> {"images": uint8 [B, H, W, C]}.
+
+    With ``jit_compile`` the sampler (not the checks: XLA drops Assert ops)
+    is an XLA-compiled function (``_XlaMustCompile``).
+    """
     import tensorflow as tf
 
-    from keras_pixelcnn.sampling import SAMPLERS
+    from keras_pixelcnn.sampling import sampling_function
 
-    sampler = SAMPLERS[model.sampling_methods[0]]  # the model's default: cached for ConditionalPixelCNN
+    # The model's default method: cached for ConditionalPixelCNN.
+    sampler = sampling_function(model, model.sampling_methods[0], jit_compile)
 
     def sample(inputs):
         inputs = _shape_checked(inputs, specs)
@@ -205,7 +211,7 @@ def _sample_function(model, specs):
             tf.debugging.Assert(finite_positive, ["temperature: expected a finite number > 0, got", temperature])
         )
         batch, condition, temperature, seed = _checked(checks, [batch, condition, temperature, inputs["seed"]])
-        return {"images": sampler(model, batch, condition, temperature, seed)}
+        return {"images": sampler(batch, condition, temperature, seed)}
 
     return sample
 
@@ -256,14 +262,14 @@ def _encode_function(model, specs):
     return encode
 
 
-def _reconstruct_function(model, specs, decoder_sample_specs):
+def _reconstruct_function(model, specs, decoder_sample_specs, jit_compile=False):
     """The auto-encoder's ``reconstruct`` function: {"images", "seed", "temperature"} -> {"images"}.
 
     Encodes the images in the graph, then runs the decoder's own sampling
     function (``_sample_function``: the same sampler, checks and draws as
     ``serving_default``) on the codes.
     """
-    decoder_sample = _sample_function(model.decoder, decoder_sample_specs)
+    decoder_sample = _sample_function(model.decoder, decoder_sample_specs, jit_compile)
 
     def reconstruct(inputs):
         inputs = _checked_images(inputs, specs)
@@ -338,7 +344,7 @@ def _existing_versions(export_base):
     return [int(name) for name in names if name.isascii() and name.isdigit()]
 
 
-def export_saved_model(model, export_base, version=None):
+def export_saved_model(model, export_base, version=None, *, jit_compile=False):
     """Exports ``model`` for TF-Serving as ``<export_base>/<version>/``, atomically.
 
     Builds the SavedModel (the signatures in the module docstring) and its warm-up
@@ -354,6 +360,10 @@ def export_saved_model(model, export_base, version=None):
         requests.
       version: int >= 1, which must not exist yet; None for one more than the
         largest existing version (1 for the first).
+      jit_compile: False (default: plain TF ops, any TF-Serving) or True: the
+        sampling signatures (``serving_default``, ``reconstruct``) run an
+        XLA-compiled sampler, which needs a server started with
+        ``--xla_cpu_compilation_enabled`` (a stock server fails to load it).
 
     Returns:
       The path of the new version directory.
@@ -381,6 +391,8 @@ def export_saved_model(model, export_base, version=None):
         raise ValueError(f"export_base: {export_base} exists and is not a directory.")
     if version is not None and (not isinstance(version, (int, np.integer)) or isinstance(version, bool) or version < 1):
         raise ValueError(f"version: expected None or an int >= 1, got {version!r}.")
+    if not isinstance(jit_compile, (bool, np.bool_)):
+        raise ValueError(f"jit_compile: expected True or False, got {jit_compile!r}.")
     tf.io.gfile.makedirs(export_base)
     if version is None:
         version = max(_existing_versions(export_base), default=0) + 1
@@ -394,15 +406,18 @@ def export_saved_model(model, export_base, version=None):
         specs = autoencoder_signature_specs(model)
         functions = {
             ENCODE_SIGNATURE: _encode_function(model, specs[ENCODE_SIGNATURE]),
-            SAMPLE_SIGNATURE: _sample_function(model.decoder, specs[SAMPLE_SIGNATURE]),
-            RECONSTRUCT_SIGNATURE: _reconstruct_function(model, specs[RECONSTRUCT_SIGNATURE], specs[SAMPLE_SIGNATURE]),
+            SAMPLE_SIGNATURE: _sample_function(model.decoder, specs[SAMPLE_SIGNATURE], jit_compile),
+            RECONSTRUCT_SIGNATURE: _reconstruct_function(
+                model, specs[RECONSTRUCT_SIGNATURE], specs[SAMPLE_SIGNATURE], jit_compile
+            ),
             LOG_PROB_SIGNATURE: _autoencoder_log_prob_function(model, specs[LOG_PROB_SIGNATURE]),
         }
         for name, function in functions.items():
             archive.add_endpoint(name, function, input_signature=[specs[name]])
     else:
         sample_specs, log_prob_specs = signature_specs(model)
-        archive.add_endpoint(SAMPLE_SIGNATURE, _sample_function(model, sample_specs), input_signature=[sample_specs])
+        sample = _sample_function(model, sample_specs, jit_compile)
+        archive.add_endpoint(SAMPLE_SIGNATURE, sample, input_signature=[sample_specs])
         archive.add_endpoint(
             LOG_PROB_SIGNATURE, _log_prob_function(model, log_prob_specs), input_signature=[log_prob_specs]
         )

@@ -7,9 +7,11 @@ draws one sampling step from them (``sample_step``). Heads hold no weights.
 Sampling steps and their randomness:
   * ``steps_per_pixel`` steps per pixel: C for the softmax head (one channel per
     step, R -> G -> B), 1 for the mixture head (all channels, coupled in the head).
-  * Step s (raster order over steps) draws its uniform noise with the stateless
-    key ``fold_in(seed, s)``, so the same seed gives the same images however
-    the network that produces the parameters is evaluated.
+  * Step s (raster order over steps) gets ``noise_size`` uniforms in (0, 1)
+    that depend only on (seed, s) (``sampling.uniform_noise``: integer hashing,
+    bit-identical with and without XLA), so the same seed gives the same images
+    however the network that produces the parameters is evaluated. ``noise``
+    turns them into the head's Gumbel / logistic noise, ``sample_step`` uses it.
 """
 
 import math
@@ -26,17 +28,14 @@ def _float(x):
     return x if ops.dtype(x) == "float64" else ops.cast(x, "float32")
 
 
-def _gumbel_argmax(logits, uniform):
-    """A categorical draw: argmax(logits + Gumbel noise), from uniform noise in (0, 1)."""
-    return ops.argmax(logits - ops.log(-ops.log(ops.cast(uniform, logits.dtype))), axis=-1)
+def _gumbel(uniform):
+    """Standard Gumbel noise -log(-log(u)) from uniforms in (0, 1) (any float dtype)."""
+    return -ops.log(-ops.log(uniform))
 
 
-def _uniform(shape, key, dtype):
-    """Uniform noise in (0, 1) for one step: drawn in float32, so every dtype sees the same draw."""
-    import tensorflow as tf  # sampling is TF-only; layers stay backend-neutral.
-
-    tiny = 1e-6  # keep log(u), log(1 - u) finite
-    return ops.cast(tf.random.stateless_uniform(shape, seed=key, minval=tiny, maxval=1.0 - tiny), dtype)
+def _logistic(uniform):
+    """Standard logistic noise log(u) - log(1 - u) from uniforms in (0, 1)."""
+    return ops.log(uniform) - ops.log1p(-uniform)
 
 
 class SoftmaxHead:
@@ -53,6 +52,11 @@ class SoftmaxHead:
     def __init__(self, channels):
         self.channels = check_positive_int(channels, "channels")
         self.steps_per_pixel = self.channels
+        self.noise_size = PIXEL_LEVELS  # one Gumbel per level
+
+    def noise(self, uniform, dtype):
+        """Uniforms [..., 256] in (0, 1) -> Gumbel noise [..., 256] in ``dtype``."""
+        return _gumbel(ops.cast(uniform, dtype))
 
     @property
     def num_outputs(self):
@@ -71,7 +75,7 @@ class SoftmaxHead:
         per_subpixel = ops.take_along_axis(log_probs, values, axis=-1)
         return ops.sum(per_subpixel, axis=(1, 2, 3, 4))
 
-    def sample_step(self, pixel_params, pixel, channel, temperature, key):
+    def sample_step(self, pixel_params, pixel, channel, temperature, noise):
         """Draws channel ``channel`` of one pixel.
 
         Args:
@@ -79,15 +83,14 @@ class SoftmaxHead:
           pixel: current values [B, C] (float, 0..255).
           channel: int scalar, the channel drawn.
           temperature: float scalar > 0, divides the logits.
-          key: stateless seed [2].
+          noise: this step's ``noise(uniform)``, [B, 256].
 
         Returns:
-          [B, C]: ``pixel`` with ``channel`` replaced by the draw.
+          [B, C]: ``pixel`` with ``channel`` replaced by the draw (Gumbel-max).
         """
         logits = ops.take(_float(pixel_params), channel, axis=1)
         logits = logits / ops.cast(temperature, logits.dtype)
-        noise = _uniform(ops.shape(logits), key, logits.dtype)
-        value = ops.cast(_gumbel_argmax(logits, noise), "float32")
+        value = ops.cast(ops.argmax(logits + ops.cast(noise, logits.dtype), axis=-1), "float32")
         is_channel = ops.arange(self.channels) == channel
         return ops.where(is_channel[None, :], value[:, None], pixel)
 
@@ -123,6 +126,13 @@ class LogisticMixtureHead:
         self.num_mixtures = check_positive_int(num_mixtures, "num_mixtures")
         self.steps_per_pixel = 1
         self.num_coeffs = self.channels * (self.channels - 1) // 2
+        self.noise_size = num_mixtures + channels  # a Gumbel per component, a logistic per channel
+
+    def noise(self, uniform, dtype):
+        """Uniforms [..., K + C] in (0, 1) -> [..., K + C] in ``dtype``: K Gumbel, then C logistic."""
+        uniform = ops.cast(uniform, dtype)
+        k = self.num_mixtures
+        return ops.concatenate([_gumbel(uniform[..., :k]), _logistic(uniform[..., k:])], axis=-1)
 
     @property
     def num_outputs(self):
@@ -175,11 +185,12 @@ class LogisticMixtureHead:
         )
         return tf.reduce_sum(mixture.log_prob(images), axis=[1, 2])
 
-    def sample_step(self, pixel_params, pixel, channel, temperature, key):
+    def sample_step(self, pixel_params, pixel, channel, temperature, noise):
         """Draws all channels of one pixel (``pixel`` and ``channel`` unused: one step per pixel).
 
-        The indicator is a Gumbel-max draw from logits / temperature; each channel
-        is mean + s * temperature * logit(u), rounded to its bin (ceil(y - 0.5),
+        ``noise`` is this step's ``noise(uniform)``, [B, K + C]. The indicator is
+        a Gumbel-max draw from logits / temperature; each channel is
+        mean + s * temperature * (logistic noise), rounded to its bin (ceil(y - 0.5),
         the QuantizedDistribution convention) and clipped to 0..255; later
         channels' means use the earlier channels' drawn values.
 
@@ -189,8 +200,8 @@ class LogisticMixtureHead:
         logits, means, log_scales, coeffs = self.split(pixel_params)
         k, dtype = self.num_mixtures, logits.dtype
         temperature = ops.cast(temperature, dtype)
-        noise = _uniform((ops.shape(logits)[0], k + self.channels), key, dtype)
-        component = ops.one_hot(_gumbel_argmax(logits / temperature, noise[:, :k]), k, dtype=dtype)  # [B, K]
+        noise = ops.cast(noise, dtype)
+        component = ops.one_hot(ops.argmax(logits / temperature + noise[:, :k], axis=-1), k, dtype=dtype)  # [B, K]
         pick = lambda t: ops.sum(t * component[..., None, :], axis=-1)  # [B, rows, K] -> [B, rows]
         means, scales, coeffs = pick(means), ops.exp(pick(log_scales)) * temperature, pick(coeffs)
         values, pair = [], 0
@@ -199,8 +210,7 @@ class LogisticMixtureHead:
             for earlier in range(c):
                 mean = mean + coeffs[:, pair] * (values[earlier] / 127.5 - 1.0)
                 pair += 1
-            u = noise[:, k + c]
-            y = 127.5 * (mean + scales[:, c] * (ops.log(u) - ops.log1p(-u)) + 1.0)
+            y = 127.5 * (mean + scales[:, c] * noise[:, k + c] + 1.0)
             values.append(ops.clip(ops.ceil(y - 0.5), 0.0, PIXEL_LEVELS - 1.0))
         return ops.cast(ops.stack(values, axis=-1), "float32")
 

@@ -123,6 +123,7 @@ def exported(tmp_path_factory):
                     condition=raw_condition,
                     temperature=TEMPERATURE,
                     seed=SEED,
+                    jit_compile=False,  # the default export runs the graph sampler
                 )
             ),
             "log_prob": np.asarray(model.log_prob(images, raw_condition)),
