@@ -134,7 +134,7 @@ NUM_SAMPLES = InputSpec("num_samples", "int32", ())
 
 
 def model_kind(model):
-    """"autoencoder", "class", "vector" or "unconditional"."""
+    """The kind of ``model``: "autoencoder", "class", "vector" or "unconditional" (it picks the signature table)."""
     from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
 
     if isinstance(model, PixelCNNAutoEncoder):
