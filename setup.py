@@ -35,6 +35,7 @@ setup(
             "pixelcnn-embedding-model=trainers.embedding_model:run",
             "pixelcnn-export=export.export:run",
             "pixelcnn-grpc-client=export.grpc_client:run",
+            "pixelcnn-rest-client=export.rest_client:run",
         ],
     },
     extras_require={

@@ -14,19 +14,38 @@ What is exported from --model_dir (layout: keras_pixelcnn/model_dir.py):
 
 The version directory appears atomically (built under a non-numeric name beside
 it, then renamed); keras_pixelcnn/export_lib.py describes the signatures.
+
+--max_batch_size=N (default 256): every signature refuses a request of more
+than N images (class ids, condition rows, num_samples, images) with
+INVALID_ARGUMENT; 0 means no limit. The limit is recorded in
+<version>/assets.extra/pixelcnn_export.json; a TF-Serving batching config must
+not batch beyond it.
 """
+
+import os
 
 from absl import app, flags
 
-from trainers import binary, common_flags  # --model_dir, --checkpoint, --jit_compile: shared with the trainers
+from trainers import binary, common_flags  # noqa: F401  (--model_dir, --checkpoint, --jit_compile)
 
 FLAGS = flags.FLAGS
+DEFAULT_MAX_BATCH_SIZE = 256  # keras_pixelcnn.export_lib's default (not imported here: it pulls in keras)
 flags.DEFINE_string("export_base", None, "TF-Serving model base path; versions are written as <export_base>/<N>/.")
 flags.DEFINE_integer("version", None, "Version to write (must not exist); default: one more than the largest.")
+flags.DEFINE_integer(
+    "max_batch_size",
+    DEFAULT_MAX_BATCH_SIZE,
+    "Largest batch (class ids, condition rows, num_samples, images) a request may ask for; 0: no limit.",
+    lower_bound=0,
+)
 
 
-def export_from_model_dir(model_dir, export_base, version=None, checkpoint=None, jit_compile=False):
+def export_from_model_dir(
+    model_dir, export_base, version=None, checkpoint=None, *, jit_compile=False, max_batch_size=DEFAULT_MAX_BATCH_SIZE
+):
     """Loads the trained model of ``model_dir`` and exports it (keras_pixelcnn.export_saved_model).
+
+    Prints what was exported, the signatures and the batch limit.
 
     Args:
       model_dir: a training directory.
@@ -36,6 +55,7 @@ def export_from_model_dir(model_dir, export_base, version=None, checkpoint=None,
         checkpoint prefix or name in checkpoints/.
       jit_compile: XLA-compile the sampling signatures (export_saved_model's
         ``jit_compile``; the server needs XLA enabled).
+      max_batch_size: int >= 1, the largest batch a request may ask for; None: no limit.
 
     Returns:
       The path of the new version directory.
@@ -43,18 +63,22 @@ def export_from_model_dir(model_dir, export_base, version=None, checkpoint=None,
     Raises:
       app.UsageError: nothing to export, or a bad argument; the message names the flag.
     """
-    from keras_pixelcnn.export_lib import export_saved_model
-    from keras_pixelcnn.model_dir import load_model
+    from keras_pixelcnn.export_lib import EXPORT_INFO_FILE, export_saved_model
+    from keras_pixelcnn.model_dir import load_model, read_json
 
     try:
         model, source = load_model(model_dir, checkpoint)
     except (FileNotFoundError, ValueError) as error:  # messages start with the argument at fault
         raise app.UsageError(f"--{error}") from error
     try:
-        path = export_saved_model(model, export_base, version, jit_compile=jit_compile)
+        path = export_saved_model(model, export_base, version, jit_compile=jit_compile, max_batch_size=max_batch_size)
     except ValueError as error:
         raise app.UsageError(f"--export_base={export_base} --version={version}: {error}") from error
+    info = read_json(os.path.join(path, EXPORT_INFO_FILE))
+    limit = "none" if max_batch_size is None else f"{max_batch_size} (a TF-Serving batching config must not exceed it)"
     print(f"Exported {source} to {path}")
+    print(f"Signatures ({info['model_kind']} model): {', '.join(info['signatures'])}")
+    print(f"max_batch_size: {limit}")
     return path
 
 
@@ -64,7 +88,10 @@ def main(argv):
     for name in ("model_dir", "export_base"):
         if not FLAGS[name].value:
             raise app.UsageError(f"--{name}: required.")
-    export_from_model_dir(FLAGS.model_dir, FLAGS.export_base, FLAGS.version, FLAGS.checkpoint, FLAGS.jit_compile)
+    export_from_model_dir(
+        FLAGS.model_dir, FLAGS.export_base, FLAGS.version, FLAGS.checkpoint, jit_compile=FLAGS.jit_compile,
+        max_batch_size=FLAGS.max_batch_size or None,
+    )  # fmt: skip
 
 
 def run():

@@ -1,14 +1,14 @@
 """TF-Serving export: a PixelCNN model -> ``<export_base>/<version>/`` (a SavedModel).
 
-Signatures (flat dicts of named tensors, dynamic batch dimension B):
+Signatures (flat dicts of named tensors, batch dimension B):
 
   * ``serving_default`` (sampling). Inputs: the conditioning -- ``class_ids``
     int32 [B] (``num_classes`` models), ``condition`` float32 [B, D]
-    (``condition_shape=(D,)`` models; declared [B, ?], the width is checked in
-    the graph) or ``num_samples`` int32 scalar (unconditional models) -- plus
-    ``seed`` int64 [2] and ``temperature`` float32 scalar. Output: ``images``
-    uint8 [B, H, W, C], identical to ``model.sample(..., seed=seed,
-    jit_compile=J)`` for an export with ``jit_compile=J``.
+    (``condition_shape=(D,)`` models) or ``num_samples`` int32 scalar
+    (unconditional models) -- plus ``seed`` int64 [2] and ``temperature``
+    float32 scalar. Output: ``images`` uint8 [B, H, W, C], identical to
+    ``model.sample(..., seed=seed)`` (an export with ``jit_compile=True`` runs
+    the same sampler XLA-compiled, with the same draws).
   * ``log_prob``. Inputs: ``images`` uint8 [B, H, W, C] plus ``class_ids`` or
     ``condition`` for conditional models. Outputs: ``log_prob`` (nats) and
     ``bits_per_dim``, float32 [B].
@@ -26,24 +26,38 @@ A ``PixelCNNAutoEncoder`` (or ``EmbeddingConditionedPixelCNN``) exports four:
   * ``log_prob``: ``images`` -> ``log_prob`` (nats) and ``bits_per_dim`` of
     each image given its own code, equal to ``model.log_prob(images)``.
 
+Each model kind has one table (``signature_table``): signature name ->
+(inputs, function). The inputs (``InputSpec``) give each input's dtype and the
+shape a request must have; the declared signatures, the in-graph checks, the
+warm-up requests and ``assets.extra/pixelcnn_export.json`` are all derived
+from them.
+
 Bad requests fail inside the graph with INVALID_ARGUMENT and a message naming
-the input: ``tf.debugging`` assert ops under control dependencies (so they
-also run in TF-Serving's session loader) check every input's shape against the
-signature (TF runtimes do not enforce declared shapes), then the values: class
-ids in [0, num_classes), a finite condition of width D, a batch of at least
-one, num_samples >= 1, 0 < temperature < inf, one condition entry per image.
+the input. Every input is declared with its dtype and an unknown shape, and
+checked in three stages chained by control dependencies (so they also run in
+TF-Serving's session loader): (1) shapes against the ``InputSpec`` (declared
+shapes would let grappler fold a rank check away, and an op's own error, which
+names no input, would fire first); (2) batch sizes, from the shapes alone: at
+least one, at most ``max_batch_size``, the same for every batched input, and
+``num_samples`` in [1, max_batch_size]; (3) values: class ids in
+[0, num_classes), finite conditions, 0 < temperature < inf. Nothing beyond the
+request tensors is allocated before (2) passes, and no computation starts
+before (3) passes.
 
 The version directory is built beside its final place under a non-numeric
-name (``.tmp-export-...``, which TF-Serving ignores) and renamed when complete.
-On file systems without an atomic directory rename (gs://, ram://) it is built
+name (``.tmp-export-...``, which TF-Serving ignores) and renamed when complete;
+on file systems without an atomic directory rename (gs://, ram://) it is built
 in a local temporary directory and copied file by file, saved_model.pb last.
 """
 
+import dataclasses
+import json
 import math
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 
@@ -52,271 +66,298 @@ LOG_PROB_SIGNATURE = "log_prob"
 ENCODE_SIGNATURE = "encode"
 RECONSTRUCT_SIGNATURE = "reconstruct"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+EXPORT_INFO_FILE = os.path.join("assets.extra", "pixelcnn_export.json")
 TEMP_PREFIX = ".tmp-export-"
+DEFAULT_MAX_BATCH_SIZE = 256
 
 
-def _condition_specs(model):
-    """The conditioning inputs of both signatures: {name: tf.TensorSpec}."""
-    import tensorflow as tf
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """One input of a signature.
 
-    if model.num_classes is not None:
-        return {"class_ids": tf.TensorSpec([None], tf.int32, name="class_ids")}
-    if model.condition_shape is not None:
-        return {"condition": tf.TensorSpec([None, None], tf.float32, name="condition")}
-    return {}
-
-
-def signature_specs(model):
-    """Input specs of the two signatures.
-
-    Args:
-      model: a built PixelCNN model.
-
-    Returns:
-      (sample_specs, log_prob_specs): dicts {input name: tf.TensorSpec}.
+    Attributes:
+      name: the input's name in the signature.
+      dtype: numpy dtype name ("uint8", "int32", "int64", "float32").
+      shape: the shape a request must have: () for a scalar; a leading None is
+        the batch dimension B.
+      unit: what one batch entry is, for messages ("image", "class id", "row");
+        None for unbatched inputs.
+      num_classes: for ``class_ids``: ids must lie in [0, num_classes).
     """
-    import tensorflow as tf
 
-    conditioning = _condition_specs(model)
-    sample_specs = dict(conditioning) or {"num_samples": tf.TensorSpec([], tf.int32, name="num_samples")}
-    sample_specs["seed"] = tf.TensorSpec([2], tf.int64, name="seed")
-    sample_specs["temperature"] = tf.TensorSpec([], tf.float32, name="temperature")
-    log_prob_specs = {"images": tf.TensorSpec((None,) + model.image_shape, tf.uint8, name="images"), **conditioning}
-    return sample_specs, log_prob_specs
+    name: str
+    dtype: str
+    shape: tuple
+    unit: str | None = None
+    num_classes: int | None = None
+
+    @property
+    def batched(self):
+        return bool(self.shape) and self.shape[0] is None
+
+    def tensor_spec(self):
+        """The declared input: dtype and unknown shape (the shape is checked in the graph)."""
+        import tensorflow as tf
+
+        return tf.TensorSpec(None, self.dtype, name=self.name)
+
+    def shape_text(self):
+        """E.g. "[batch, 28, 28, 1]", "[2]" or "[] (a scalar)"."""
+        dims = ", ".join("batch" if d is None else str(d) for d in self.shape)
+        return f"[{dims}]" if self.shape else "[] (a scalar)"
+
+    def static_shape(self):
+        """The shape with -1 for the batch dimension (a tf.reshape target)."""
+        return [-1 if d is None else d for d in self.shape]
+
+    def warmup_value(self):
+        """A small valid value: batch 1 of zeros; scalars are 1 (num_samples and temperature must be > 0)."""
+        if not self.shape:
+            return np.ones([], self.dtype)
+        return np.zeros([1 if d is None else d for d in self.shape], self.dtype)
 
 
-def autoencoder_signature_specs(model):
-    """Input specs of an auto-encoder's four signatures.
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """One exported signature.
 
-    Args:
-      model: a PixelCNNAutoEncoder (or EmbeddingConditionedPixelCNN).
-
-    Returns:
-      {signature name: {input name: tf.TensorSpec}} for ``encode``,
-      ``serving_default`` (the decoder's sampling specs), ``reconstruct`` and
-      ``log_prob``.
+    Attributes:
+      inputs: its InputSpecs, the batched ones first (the first is the batch
+        the others must match).
+      function: (checked inputs {name: tensor of the spec's static shape},
+        batch size int32 scalar) -> {output name: tensor}.
     """
-    import tensorflow as tf
 
-    images = {"images": tf.TensorSpec((None,) + model.image_shape, tf.uint8, name="images")}
-    sample_specs, _ = signature_specs(model.decoder)
-    controls = {name: sample_specs[name] for name in ("seed", "temperature")}
-    return {
-        ENCODE_SIGNATURE: dict(images),
-        SAMPLE_SIGNATURE: sample_specs,
-        RECONSTRUCT_SIGNATURE: {**images, **controls},
-        LOG_PROB_SIGNATURE: dict(images),
-    }
+    inputs: tuple
+    function: Callable
 
 
-def _checked(checks, tensors):
-    """``tensors`` passed through identities that run only after the assert ops ``checks``."""
-    import tensorflow as tf
-
-    with tf.control_dependencies(checks):
-        return [None if t is None else tf.identity(t) for t in tensors]
+SEED = InputSpec("seed", "int64", (2,))
+TEMPERATURE = InputSpec("temperature", "float32", ())
+NUM_SAMPLES = InputSpec("num_samples", "int32", ())
 
 
-def _shape_checked(inputs, specs):
-    """``inputs`` passed on only after asserts that their run-time shapes match ``specs``.
-
-    TF runtimes do not enforce a signature's declared shapes: a [1, 2, 8, 3]
-    tensor reaches a [None, 4, 4, 3] input (and gives garbage), a rank-3 one
-    can abort the process. For fully-defined shapes (seed, scalars) grappler
-    may fold this check away; the kernels using those inputs then fail with
-    INVALID_ARGUMENT instead (both are tested).
-    """
-    import tensorflow as tf
-
-    checks = []
-    for name, spec in specs.items():
-        expected = [-1 if d is None else d for d in spec.shape.as_list()]
-        dims = ", ".join("batch" if i == 0 and d < 0 else "?" if d < 0 else str(d) for i, d in enumerate(expected))
-        actual = tf.raw_ops.Shape(input=inputs[name])  # an op even for fully-defined shapes (tf.shape folds those)
-        rank = len(expected)
-        padded = tf.concat([actual, tf.fill([rank], -1)], 0)[:rank]
-        matches = tf.logical_and(
-            tf.equal(tf.size(actual), rank), tf.reduce_all((padded == expected) | (tf.constant(expected) < 0))
-        )
-        checks.append(
-            tf.debugging.Assert(matches, [f"{name}: expected shape [{dims}], got shape", actual], summarize=8)
-        )
-    return dict(zip(specs, _checked(checks, [inputs[name] for name in specs]), strict=True))
-
-
-def _condition_checks(model, inputs):
-    """Validates the conditioning input in the graph.
-
-    Args:
-      model: the PixelCNN model.
-      inputs: the signature's input dict.
-
-    Returns:
-      (condition or None, batch size or None, assert ops). A vector condition
-      comes back with its static width set to D.
-    """
-    import tensorflow as tf
-
-    if model.num_classes is not None:
-        class_ids = inputs["class_ids"]
-        batch = tf.size(class_ids)
-        checks = [
-            tf.debugging.assert_positive(
-                batch, message="class_ids: expected at least one class id, got an empty batch"
-            ),
-            tf.debugging.assert_non_negative(class_ids, message="class_ids: expected class ids >= 0"),
-            tf.debugging.assert_less(
-                class_ids, model.num_classes, message=f"class_ids: expected class ids < num_classes={model.num_classes}"
-            ),
-        ]
-        return class_ids, batch, checks
-    if model.condition_shape is not None:
-        condition, width = inputs["condition"], model.condition_shape[0]
-        batch = tf.shape(condition)[0]
-        checks = [
-            tf.debugging.assert_equal(
-                tf.shape(condition)[1], width, message=f"condition: expected shape [batch, {width}] (width {width})"
-            ),
-            tf.debugging.assert_positive(batch, message="condition: expected at least one row, got an empty batch"),
-            tf.debugging.assert_all_finite(condition, message="condition: expected finite floats"),
-        ]
-        with tf.control_dependencies(checks):
-            condition = tf.ensure_shape(condition, [None, width])
-        return condition, batch, checks
-    return None, None, []
-
-
-def _sample_function(model, specs, jit_compile=False):
-    """The ``serving_default`` function: dict of inputs -> {"images": uint8 [B, H, W, C]}.
-
-    With ``jit_compile`` the sampler (not the checks: XLA drops Assert ops)
-    is an XLA-compiled function (``_XlaMustCompile``).
-    """
-    import tensorflow as tf
-
-    from keras_pixelcnn.sampling import sampling_function
-
-    # The model's default method: cached for ConditionalPixelCNN.
-    sampler = sampling_function(model, model.sampling_methods[0], jit_compile)
-
-    def sample(inputs):
-        inputs = _shape_checked(inputs, specs)
-        condition, batch, checks = _condition_checks(model, inputs)
-        if batch is None:
-            batch = inputs["num_samples"]
-            checks.append(tf.debugging.assert_positive(batch, message="num_samples: expected an int >= 1"))
-        temperature = inputs["temperature"]
-        finite_positive = tf.logical_and(temperature > 0.0, temperature < math.inf)  # NaN fails both
-        checks.append(
-            tf.debugging.Assert(finite_positive, ["temperature: expected a finite number > 0, got", temperature])
-        )
-        batch, condition, temperature, seed = _checked(checks, [batch, condition, temperature, inputs["seed"]])
-        return {"images": sampler(batch, condition, temperature, seed)}
-
-    return sample
-
-
-def _log_prob_function(model, specs):
-    """The ``log_prob`` function: dict of inputs -> {"log_prob", "bits_per_dim"}: float32 [B]."""
-    import tensorflow as tf
-
-    from keras_pixelcnn.heads import bits_per_dim
-
-    def log_prob(inputs):
-        inputs = _shape_checked(inputs, specs)
-        images = inputs["images"]
-        condition, condition_batch, checks = _condition_checks(model, inputs)
-        checks.append(tf.debugging.assert_positive(tf.shape(images)[0], message="images: expected at least one image"))
-        if condition_batch is not None:
-            name = "class_ids" if model.num_classes is not None else "condition"
-            checks.append(
-                tf.debugging.assert_equal(
-                    condition_batch, tf.shape(images)[0], message=f"{name}: expected one entry per image"
-                )
-            )
-        images, condition = _checked(checks, [images, condition])
-        nats = model.log_prob(images, condition)
-        return {"log_prob": nats, "bits_per_dim": bits_per_dim(nats, model.image_shape)}
-
-    return log_prob
-
-
-def _checked_images(inputs, specs):
-    """The shape-checked inputs, with ``images`` passed on only after a non-empty-batch check."""
-    import tensorflow as tf
-
-    inputs = dict(_shape_checked(inputs, specs))
-    images = inputs["images"]
-    check = tf.debugging.assert_positive(tf.shape(images)[0], message="images: expected at least one image")
-    (inputs["images"],) = _checked([check], [images])
-    return inputs
-
-
-def _encode_function(model, specs):
-    """The auto-encoder's ``encode`` function: {"images"} -> {"condition": float32 [B, D]}."""
-
-    def encode(inputs):
-        inputs = _checked_images(inputs, specs)
-        return {"condition": model.encode(inputs["images"])}
-
-    return encode
-
-
-def _reconstruct_function(model, specs, decoder_sample_specs, jit_compile=False):
-    """The auto-encoder's ``reconstruct`` function: {"images", "seed", "temperature"} -> {"images"}.
-
-    Encodes the images in the graph, then runs the decoder's own sampling
-    function (``_sample_function``: the same sampler, checks and draws as
-    ``serving_default``) on the codes.
-    """
-    decoder_sample = _sample_function(model.decoder, decoder_sample_specs, jit_compile)
-
-    def reconstruct(inputs):
-        inputs = _checked_images(inputs, specs)
-        codes = model.encode(inputs["images"])
-        return decoder_sample({"condition": codes, "seed": inputs["seed"], "temperature": inputs["temperature"]})
-
-    return reconstruct
-
-
-def _autoencoder_log_prob_function(model, specs):
-    """The auto-encoder's ``log_prob`` function: {"images"} -> {"log_prob", "bits_per_dim"}: float32 [B]."""
-    from keras_pixelcnn.heads import bits_per_dim
-
-    def log_prob(inputs):
-        images = _checked_images(inputs, specs)["images"]
-        nats = model.log_prob(images)
-        return {"log_prob": nats, "bits_per_dim": bits_per_dim(nats, model.image_shape)}
-
-    return log_prob
-
-
-def _autoencoder_warmup_inputs(model):
-    images = np.zeros((1,) + model.image_shape, np.uint8)
-    controls = {"seed": np.zeros([2], np.int64), "temperature": np.float32(1.0)}
-    return {
-        ENCODE_SIGNATURE: {"images": images},
-        SAMPLE_SIGNATURE: {"condition": np.zeros((1, model.bottleneck_dim), np.float32), **controls},
-        RECONSTRUCT_SIGNATURE: {"images": images, **controls},
-        LOG_PROB_SIGNATURE: {"images": images},
-    }
-
-
-def warmup_inputs(model):
-    """One small valid request per signature: {signature name: {input name: numpy array}}."""
+def model_kind(model):
+    """The kind of ``model``: "autoencoder", "class", "vector" or "unconditional" (it picks the signature table)."""
     from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
 
     if isinstance(model, PixelCNNAutoEncoder):
-        return _autoencoder_warmup_inputs(model)
-    conditioning = {}
+        return "autoencoder"
     if model.num_classes is not None:
-        conditioning = {"class_ids": np.zeros([1], np.int32)}
-    elif model.condition_shape is not None:
-        conditioning = {"condition": np.zeros((1,) + model.condition_shape, np.float32)}
-    sample = dict(conditioning) or {"num_samples": np.int32(1)}
-    sample.update(seed=np.zeros([2], np.int64), temperature=np.float32(1.0))
-    log_prob = {"images": np.zeros((1,) + model.image_shape, np.uint8), **conditioning}
-    return {SAMPLE_SIGNATURE: sample, LOG_PROB_SIGNATURE: log_prob}
+        return "class"
+    return "unconditional" if model.condition_shape is None else "vector"
+
+
+def _images_spec(model):
+    return InputSpec("images", "uint8", (None,) + tuple(model.image_shape), "image")
+
+
+def _conditioning_specs(model):
+    """The conditioning inputs of a PixelCNN's signatures: () or (class_ids,) or (condition,)."""
+    if model.num_classes is not None:
+        return (InputSpec("class_ids", "int32", (None,), "class id", num_classes=model.num_classes),)
+    if model.condition_shape is not None:
+        return (InputSpec("condition", "float32", (None,) + tuple(model.condition_shape), "row"),)
+    return ()
+
+
+def _sampler(model, jit_compile=False):
+    """The model's default sampler (cached for ConditionalPixelCNN): (batch, condition, temperature, seed) -> images.
+
+    With ``jit_compile`` it is an XLA-compiled function (``_XlaMustCompile``); the
+    request checks stay outside it (XLA drops Assert ops).
+    """
+    from keras_pixelcnn.sampling import sampling_function
+
+    return sampling_function(model, model.sampling_methods[0], jit_compile)
+
+
+def _pixelcnn_table(model, jit_compile=False):
+    """Signatures of a ConditionalPixelCNN / PixelCNN (class, vector or unconditional)."""
+    from keras_pixelcnn.heads import bits_per_dim
+
+    conditioning = _conditioning_specs(model)
+    condition_name = conditioning[0].name if conditioning else None
+    sample = _sampler(model, jit_compile)
+
+    def sample_function(inputs, batch):
+        condition = inputs.get(condition_name)
+        return {"images": sample(batch, condition, inputs["temperature"], inputs["seed"])}
+
+    def log_prob_function(inputs, batch):
+        nats = model.log_prob(inputs["images"], inputs.get(condition_name))
+        return {"log_prob": nats, "bits_per_dim": bits_per_dim(nats, model.image_shape)}
+
+    return {
+        SAMPLE_SIGNATURE: Signature((conditioning or (NUM_SAMPLES,)) + (SEED, TEMPERATURE), sample_function),
+        LOG_PROB_SIGNATURE: Signature((_images_spec(model),) + conditioning, log_prob_function),
+    }
+
+
+def _autoencoder_table(model, jit_compile=False):
+    """Signatures of a PixelCNNAutoEncoder / EmbeddingConditionedPixelCNN."""
+    from keras_pixelcnn.heads import bits_per_dim
+
+    images = _images_spec(model)
+    codes = InputSpec("condition", "float32", (None, model.bottleneck_dim), "row")
+    sample = _sampler(model.decoder, jit_compile)
+
+    def encode_function(inputs, batch):
+        return {"condition": model.encode(inputs["images"])}
+
+    def sample_function(inputs, batch):
+        return {"images": sample(batch, inputs["condition"], inputs["temperature"], inputs["seed"])}
+
+    def reconstruct_function(inputs, batch):
+        return {"images": sample(batch, model.encode(inputs["images"]), inputs["temperature"], inputs["seed"])}
+
+    def log_prob_function(inputs, batch):
+        nats = model.log_prob(inputs["images"])
+        return {"log_prob": nats, "bits_per_dim": bits_per_dim(nats, model.image_shape)}
+
+    return {
+        ENCODE_SIGNATURE: Signature((images,), encode_function),
+        SAMPLE_SIGNATURE: Signature((codes, SEED, TEMPERATURE), sample_function),
+        RECONSTRUCT_SIGNATURE: Signature((images, SEED, TEMPERATURE), reconstruct_function),
+        LOG_PROB_SIGNATURE: Signature((images,), log_prob_function),
+    }
+
+
+SIGNATURE_TABLES = {
+    "class": _pixelcnn_table,
+    "vector": _pixelcnn_table,
+    "unconditional": _pixelcnn_table,
+    "autoencoder": _autoencoder_table,
+}
+
+
+def signature_table(model, jit_compile=False):
+    """The signatures ``model`` exports.
+
+    Args:
+      model: a built ConditionalPixelCNN, PixelCNN, PixelCNNAutoEncoder or
+        EmbeddingConditionedPixelCNN.
+      jit_compile: the sampling signatures run an XLA-compiled sampler.
+
+    Returns:
+      {signature name: Signature}.
+    """
+    return SIGNATURE_TABLES[model_kind(model)](model, jit_compile)
+
+
+def warmup_inputs(model):
+    """One small valid request per signature, from the InputSpecs: {signature name: {input name: numpy array}}."""
+    return {
+        name: {spec.name: spec.warmup_value() for spec in signature.inputs}
+        for name, signature in signature_table(model).items()
+    }
+
+
+# -- in-graph checks ------------------------------------------------------------------------------
+
+
+def _checked(checks, tensors):
+    """``tensors`` (a dict) passed through identities that run only after the assert ops ``checks``."""
+    import tensorflow as tf
+
+    with tf.control_dependencies(checks):
+        return {name: tf.identity(tensor) for name, tensor in tensors.items()}
+
+
+def _shape_checks(tensors, specs):
+    """Asserts that each input's run-time shape is its spec's shape (stage 1)."""
+    import tensorflow as tf
+
+    checks = []
+    for spec in specs:
+        expected = spec.static_shape()
+        rank = len(expected)
+        actual = tf.shape(tensors[spec.name])  # the declared shape is unknown, so nothing folds this away
+        padded = tf.concat([actual, tf.fill([rank], -1)], 0)[:rank]
+        expected = tf.constant(expected, tf.int32, [rank])
+        matches = tf.logical_and(tf.equal(tf.size(actual), rank), tf.reduce_all((padded == expected) | (expected < 0)))
+        message = f"{spec.name}: expected shape {spec.shape_text()}, got shape"
+        checks.append(tf.debugging.Assert(matches, [message, actual], summarize=8))
+    return checks
+
+
+def _batch_checks(tensors, specs, max_batch_size):
+    """Asserts on batch sizes, from shapes and the num_samples scalar only (stage 2).
+
+    Returns:
+      (assert ops, batch size: int32 scalar tensor).
+    """
+    import tensorflow as tf
+
+    checks, batch, first = [], None, None
+    limit = "" if max_batch_size is None else f" and at most max_batch_size={max_batch_size}"
+    for spec in specs:
+        if spec.name == NUM_SAMPLES.name:
+            batch = tensors[spec.name]
+            in_range = batch >= 1 if max_batch_size is None else (batch >= 1) & (batch <= max_batch_size)
+            checks.append(tf.debugging.Assert(in_range, [f"num_samples: expected an int >= 1{limit}, got", batch]))
+        if not spec.batched:
+            continue
+        size = tf.shape(tensors[spec.name])[0]
+        checks.append(
+            tf.debugging.Assert(size > 0, [f"{spec.name}: expected at least one {spec.unit}, got an empty batch"])
+        )
+        if max_batch_size is not None:
+            message = f"{spec.name}: expected at most max_batch_size={max_batch_size} {spec.unit}s, got"
+            checks.append(tf.debugging.Assert(size <= max_batch_size, [message, size]))
+        if first is None:
+            batch, first = size, spec
+        else:
+            message = f"{spec.name}: expected one entry per {first.unit} ({first.name}); got batch sizes"
+            checks.append(tf.debugging.Assert(tf.equal(size, batch), [message, size, "and", batch]))
+    return checks, batch
+
+
+def _value_checks(tensors, specs):
+    """Asserts on the values: class ids in range, finite conditions, 0 < temperature < inf (stage 3)."""
+    import tensorflow as tf
+
+    checks = []
+    for spec in specs:
+        value = tensors[spec.name]
+        if spec.num_classes is not None:
+            checks += [
+                tf.debugging.Assert(tf.reduce_all(value >= 0), [f"{spec.name}: expected class ids >= 0"]),
+                tf.debugging.Assert(
+                    tf.reduce_all(value < spec.num_classes),
+                    [f"{spec.name}: expected class ids < num_classes={spec.num_classes}"],
+                ),
+            ]
+        elif spec.name == TEMPERATURE.name:
+            finite_positive = tf.logical_and(value > 0.0, value < math.inf)  # NaN fails both
+            message = f"{spec.name}: expected a finite number > 0, got"
+            checks.append(tf.debugging.Assert(finite_positive, [message, value]))
+        elif spec.dtype == "float32":
+            finite = tf.reduce_all(tf.math.is_finite(value))
+            checks.append(tf.debugging.Assert(finite, [f"{spec.name}: expected finite floats, got NaN or inf"]))
+    return checks
+
+
+def _serving_function(signature, max_batch_size):
+    """The exported function: {input name: tensor} -> outputs, after the three stages of checks."""
+    import tensorflow as tf
+
+    def serve(inputs):
+        tensors = {spec.name: inputs[spec.name] for spec in signature.inputs}
+        tensors = _checked(_shape_checks(tensors, signature.inputs), tensors)
+        # Static shapes for the model. Not tf.ensure_shape: grappler would take its shape for the input's
+        # and fold the shape asserts away; a reshape constrains only its output.
+        tensors = {spec.name: tf.reshape(tensors[spec.name], spec.static_shape()) for spec in signature.inputs}
+        checks, batch = _batch_checks(tensors, signature.inputs, max_batch_size)
+        tensors = _checked(checks, dict(tensors, batch=batch))
+        batch = tensors.pop("batch")
+        tensors = _checked(_value_checks(tensors, signature.inputs), tensors)
+        return signature.function(tensors, batch)
+
+    return serve
+
+
+# -- files --------------------------------------------------------------------------------------
 
 
 def _write_warmup_requests(model, saved_model_dir, model_name):
@@ -337,6 +378,32 @@ def _write_warmup_requests(model, saved_model_dir, model_name):
             writer.write(log.SerializeToString())
 
 
+def export_info(model, max_batch_size):
+    """The content of ``assets.extra/pixelcnn_export.json``.
+
+    Returns:
+      {"model_kind": str, "max_batch_size": int or None (no limit),
+      "signatures": {signature name: {"inputs": {input name: {"dtype": str,
+      "shape": list with None for the batch}}}}}.
+    """
+    return {
+        "model_kind": model_kind(model),
+        "max_batch_size": max_batch_size,
+        "signatures": {
+            name: {"inputs": {spec.name: {"dtype": spec.dtype, "shape": list(spec.shape)} for spec in signature.inputs}}
+            for name, signature in signature_table(model).items()
+        },
+    }
+
+
+def _write_export_info(model, saved_model_dir, max_batch_size):
+    path = os.path.join(saved_model_dir, EXPORT_INFO_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(export_info(model, max_batch_size), f, indent=2)
+        f.write("\n")
+
+
 def _existing_versions(export_base):
     import tensorflow as tf
 
@@ -344,13 +411,18 @@ def _existing_versions(export_base):
     return [int(name) for name in names if name.isascii() and name.isdigit()]
 
 
-def export_saved_model(model, export_base, version=None, *, jit_compile=False):
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def export_saved_model(model, export_base, version=None, *, jit_compile=False, max_batch_size=DEFAULT_MAX_BATCH_SIZE):
     """Exports ``model`` for TF-Serving as ``<export_base>/<version>/``, atomically.
 
-    Builds the SavedModel (the signatures in the module docstring) and its warm-up
-    requests in ``<export_base>/.tmp-export-<random>/``, then renames it to the
-    version directory; on failure the temporary directory is removed and no
-    version appears.
+    Builds the SavedModel (the signatures in the module docstring), its warm-up
+    requests and ``assets.extra/pixelcnn_export.json`` in
+    ``<export_base>/.tmp-export-<random>/``, then renames it to the version
+    directory; on failure the temporary directory is removed and no version
+    appears.
 
     Args:
       model: a built ConditionalPixelCNN, PixelCNN, PixelCNNAutoEncoder or
@@ -364,6 +436,9 @@ def export_saved_model(model, export_base, version=None, *, jit_compile=False):
         sampling signatures (``serving_default``, ``reconstruct``) run an
         XLA-compiled sampler, which needs a server started with
         ``--xla_cpu_compilation_enabled`` (a stock server fails to load it).
+      max_batch_size: int >= 1: every signature refuses a request of a larger
+        batch (class ids, condition rows, num_samples, images) with
+        INVALID_ARGUMENT; None for no limit.
 
     Returns:
       The path of the new version directory.
@@ -389,10 +464,13 @@ def export_saved_model(model, export_base, version=None, *, jit_compile=False):
         export_base = os.path.abspath(export_base)
     if tf.io.gfile.exists(export_base) and not tf.io.gfile.isdir(export_base):
         raise ValueError(f"export_base: {export_base} exists and is not a directory.")
-    if version is not None and (not isinstance(version, (int, np.integer)) or isinstance(version, bool) or version < 1):
+    if version is not None and (not _is_int(version) or version < 1):
         raise ValueError(f"version: expected None or an int >= 1, got {version!r}.")
+    if max_batch_size is not None and (not _is_int(max_batch_size) or max_batch_size < 1):
+        raise ValueError(f"max_batch_size: expected None (no limit) or an int >= 1, got {max_batch_size!r}.")
     if not isinstance(jit_compile, (bool, np.bool_)):
         raise ValueError(f"jit_compile: expected True or False, got {jit_compile!r}.")
+    max_batch_size = None if max_batch_size is None else int(max_batch_size)
     tf.io.gfile.makedirs(export_base)
     if version is None:
         version = max(_existing_versions(export_base), default=0) + 1
@@ -402,34 +480,19 @@ def export_saved_model(model, export_base, version=None, *, jit_compile=False):
 
     archive = keras.export.ExportArchive()
     archive.track(model)  # tracks the tf.Variables, so the session-based loader (TF-Serving) finds them
-    if isinstance(model, PixelCNNAutoEncoder):
-        specs = autoencoder_signature_specs(model)
-        functions = {
-            ENCODE_SIGNATURE: _encode_function(model, specs[ENCODE_SIGNATURE]),
-            SAMPLE_SIGNATURE: _sample_function(model.decoder, specs[SAMPLE_SIGNATURE], jit_compile),
-            RECONSTRUCT_SIGNATURE: _reconstruct_function(
-                model, specs[RECONSTRUCT_SIGNATURE], specs[SAMPLE_SIGNATURE], jit_compile
-            ),
-            LOG_PROB_SIGNATURE: _autoencoder_log_prob_function(model, specs[LOG_PROB_SIGNATURE]),
-        }
-        for name, function in functions.items():
-            archive.add_endpoint(name, function, input_signature=[specs[name]])
-    else:
-        sample_specs, log_prob_specs = signature_specs(model)
-        sample = _sample_function(model, sample_specs, jit_compile)
-        archive.add_endpoint(SAMPLE_SIGNATURE, sample, input_signature=[sample_specs])
-        archive.add_endpoint(
-            LOG_PROB_SIGNATURE, _log_prob_function(model, log_prob_specs), input_signature=[log_prob_specs]
-        )
+    for name, signature in signature_table(model, jit_compile).items():
+        specs = {spec.name: spec.tensor_spec() for spec in signature.inputs}
+        archive.add_endpoint(name, _serving_function(signature, max_batch_size), input_signature=[specs])
 
     # Built on local disk: beside the target when that is local (then renamed, atomically), else in a
     # temporary directory copied over with saved_model.pb last (model_dir.publish_directory).
-    temp_dir = os.path.join(export_base if is_local(export_base) else tempfile.gettempdir(),
-                            f"{TEMP_PREFIX}{uuid.uuid4().hex}")  # fmt: skip
+    local_base = export_base if is_local(export_base) else tempfile.gettempdir()
+    temp_dir = os.path.join(local_base, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
     os.mkdir(temp_dir)  # honours the umask, unlike tempfile.mkdtemp (0700): the server may run as another user
     try:
         archive.write_out(temp_dir, verbose=False)
         _write_warmup_requests(model, temp_dir, os.path.basename(export_base))
+        _write_export_info(model, temp_dir, max_batch_size)
         if tf.io.gfile.exists(target):
             raise ValueError(f"version: {target} appeared during the export (a concurrent export?).")
         publish_directory(temp_dir, target)

@@ -78,3 +78,22 @@ def subprocess_env(**extra):
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(0)
+
+
+# -- exported SavedModels (test_export.py, test_autoencoder_export.py, test_serving.py) ----------------
+
+
+def call_signature(loaded_model, signature, inputs):
+    """Runs one signature of a loaded SavedModel: {input name: array-like} -> {output name: numpy array}."""
+    import tensorflow as tf
+
+    outputs = loaded_model.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+    return {k: v.numpy() for k, v in outputs.items()}
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    """{case name: SavedModel loaded in this process} for the module's ``exported`` fixture ({name: case.path})."""
+    import tensorflow as tf
+
+    return {name: tf.saved_model.load(case.path) for name, case in exported.items()}
