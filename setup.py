@@ -1,6 +1,13 @@
 """keras-pixelcnn: Gated and Conditional PixelCNN (van den Oord et al. 2016) for Keras 3."""
 from setuptools import find_packages, setup
 
+TRAIN = [
+    "tensorboard~=2.21.0",
+    "tensorflow-datasets~=4.9.10",
+    "importlib_resources>=6",  # used by tfds 4.9.10, not declared by it
+    "scikit-learn>=1.5,<2",
+]
+
 setup(
     name="keras-pixelcnn",
     version="0.1.0",
@@ -9,6 +16,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["keras_pixelcnn", "keras_pixelcnn.*", "trainers", "export"]),
+    # Core: the layers, models and export. Training extras: pip install "keras-pixelcnn[train]".
     install_requires=[
         # Tested with exactly these minor versions (see BUILD_NOTES.md).
         "keras>=3.15.1,<3.16",
@@ -17,13 +25,9 @@ setup(
         # tensorflow-probability imports tf_keras at import time.
         "tf-keras~=2.21.0",
         "tensorflow-probability~=0.25.0",
-        # trainers/: flags, TensorBoard summaries, tfds data, the embedded digits.
+        # the binaries' flags (export, clients) and the trainers' logging.
         "absl-py>=2.1,<3",
-        "tensorboard~=2.21.0",
-        "tensorflow-datasets~=4.9.10",
-        "importlib_resources>=6",  # used by tfds 4.9.10, not declared by it
-        "scikit-learn>=1.5,<2",
-        # export/: warm-up requests and the gRPC client example.
+        # export/: warm-up requests and the gRPC client.
         "tensorflow-serving-api~=2.21.0",
         "grpcio>=1.24.3,<2",
     ],
@@ -39,10 +43,8 @@ setup(
         ],
     },
     extras_require={
-        "test": [
-            "pytest>=8,<10",
-            "jax==0.10.2",
-            "jaxlib==0.10.2",
-        ],
+        # trainers/: TensorBoard summaries, tfds data sets, the embedded digits.
+        "train": TRAIN,
+        "test": TRAIN + ["pytest>=8,<10", "jax==0.10.2", "jaxlib==0.10.2", "ruff==0.17.6"],
     },
 )

@@ -53,3 +53,21 @@ def test_a_usage_error_is_one_line(tmp_path):
     result = run_binary("trainers.train", f"--model_dir={tmp_path}/run", "--kernel_size=4")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["train.py: --kernel_size: expected an odd number >= 3, got 4."]
+
+
+def test_a_missing_training_extra_names_the_extra(tmp_path):
+    script = (
+        "import sys\n"
+        "sys.modules['sklearn'] = None  # as if scikit-learn were not installed\n"
+        f"sys.argv = ['train.py', '--model_dir={tmp_path}/run']\n"
+        "from trainers import train\n"
+        "train.run()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "train.py: scikit-learn is needed for training data: pip install 'keras-pixelcnn[train]' "
+        "(it installs scikit-learn)."
+    )

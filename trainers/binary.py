@@ -75,11 +75,20 @@ def _one_line_usage_errors(main):
         except app.UsageError as error:  # our own checks: the message names the flag and the fix
             sys.stderr.write(f"{os.path.basename(sys.argv[0])}: {error}\n")
             sys.exit(error.exitcode)
+        except ImportError as error:
+            if "keras-pixelcnn[" not in str(error):  # not a missing extra: keep the traceback
+                raise
+            sys.stderr.write(f"{os.path.basename(sys.argv[0])}: {error}\n")
+            sys.exit(1)
 
     return wrapped
 
 
 def run(main):
-    """``absl.app.run(main)`` with a quiet start-up; a UsageError raised by ``main`` prints one line and exits 1."""
+    """``absl.app.run(main)`` with a quiet start-up.
+
+    A UsageError raised by ``main``, or an ImportError naming the extra to
+    install, prints one line and exits 1.
+    """
     quiet_tensorflow_startup()
     app.run(_one_line_usage_errors(main))

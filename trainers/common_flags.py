@@ -33,8 +33,8 @@ def _check_dataset(name):
 
     try:
         check_dataset_name(name)
-    except ValueError as error:
-        raise flags.ValidationError(str(error).split(": ", 1)[-1]) from error
+    except (ValueError, ImportError) as error:  # an unknown name, or tfds not installed
+        raise flags.ValidationError(str(error).split(": ", 1)[-1] if isinstance(error, ValueError) else str(error)) from error
     return True
 
 

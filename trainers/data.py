@@ -134,9 +134,7 @@ def open_dataset(name, data_dir=None, num_classes=None):
     if num_classes is not None and not name.startswith(("npz:", "folder:")):
         raise ValueError(f"num_classes: only used with npz:PATH or folder:PATH data sets, got dataset={name}.")
     if name == "digits":
-        from sklearn.datasets import load_digits  # ships its data: no network
-
-        digits = load_digits()
+        digits = _require("sklearn.datasets", "scikit-learn").load_digits()  # ships its data: no network
         images = np.round(digits.images * 255.0 / 16.0).astype(np.uint8)[..., None]
         labels = digits.target.astype(np.int32)
         train, test = slice(0, DIGITS_TRAIN_SIZE), slice(DIGITS_TRAIN_SIZE, None)
@@ -349,12 +347,20 @@ def _folder(name, num_classes):
 # -- tfds ---------------------------------------------------------------------------------------
 
 
-def _import_tfds():
+def _require(module, package):
+    """Imports ``module``, or says which extra installs ``package``."""
+    import importlib
+
     try:
-        import tensorflow_datasets as tfds
+        return importlib.import_module(module)
     except ImportError as error:
-        raise ImportError("tfds data sets need tensorflow-datasets: pip install 'keras-pixelcnn[train]'.") from error
-    return tfds
+        raise ImportError(
+            f"{package} is needed for training data: pip install 'keras-pixelcnn[train]' (it installs {package})."
+        ) from error
+
+
+def _import_tfds():
+    return _require("tensorflow_datasets", "tensorflow-datasets")
 
 
 def _fit_image(image, shape):
