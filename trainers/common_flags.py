@@ -33,8 +33,10 @@ def _check_dataset(name):
 
     try:
         check_dataset_name(name)
-    except (ValueError, ImportError) as error:  # an unknown name, or tfds not installed
-        raise flags.ValidationError(str(error).split(": ", 1)[-1] if isinstance(error, ValueError) else str(error)) from error
+    except ImportError as error:  # tfds is not installed
+        raise flags.ValidationError(str(error)) from error
+    except ValueError as error:  # an unknown name; the message starts "dataset: "
+        raise flags.ValidationError(str(error).split(": ", 1)[-1]) from error
     return True
 
 
