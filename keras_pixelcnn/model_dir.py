@@ -88,10 +88,44 @@ def save_model(model, model_dir):
             atomic_write(f"{model_dir}/{FINAL_MODEL}", handle.read())
 
 
-def write_model_config(model, model_dir):
+def float32_config(model):
+    """``keras.saving.serialize_keras_object(model)`` with every mixed-precision dtype policy made float32.
+
+    The weights of a mixed-precision model are float32 already; its float32 twin
+    samples, evaluates and serves in float32 unless a user asks otherwise.
+    """
     import keras
 
-    write_json(os.path.join(model_dir, MODEL_CONFIG), keras.saving.serialize_keras_object(model))
+    def is_mixed(policy):  # a serialized DTypePolicy or a policy name
+        name = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
+        return isinstance(name, str) and name.startswith("mixed_")
+
+    def to_float32(value):
+        if isinstance(value, dict):
+            if value.get("class_name") == "DTypePolicy" and is_mixed(value):
+                return keras.dtype_policies.serialize(keras.DTypePolicy("float32"))
+            return {k: "float32" if k == "dtype" and is_mixed(v) else to_float32(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [to_float32(item) for item in value]
+        return value
+
+    return to_float32(keras.saving.serialize_keras_object(model))
+
+
+def float32_copy(model):
+    """A float32-policy copy of ``model`` (float32_config) with the same weights."""
+    import keras
+
+    import keras_pixelcnn  # noqa: F401  (registers the classes for deserialization)
+
+    copy = keras.saving.deserialize_keras_object(float32_config(model))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def write_model_config(model, model_dir):
+    """<model_dir>/model_config.json: the architecture, float32 (what load_model rebuilds checkpoints into)."""
+    write_json(os.path.join(model_dir, MODEL_CONFIG), float32_config(model))
 
 
 def model_from_config(model_dir):

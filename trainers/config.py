@@ -17,7 +17,7 @@ from typing import Optional
 CONDITIONINGS = ("none", "class", "autoencoder", "embedding")
 HEADS = ("softmax", "logistic_mixture")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
-MIXED_PRECISIONS = ("none", "bfloat16", "float16")
+MIXED_PRECISIONS = ("auto", "none", "bfloat16", "float16")  # auto: trainers/precision.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,8 @@ class TrainConfig:
 
     Optimisation:
       batch_size (global), learning_rate, lr_schedule, lr_decay_rate,
-      train_steps, ema_decay (0: off), clip_norm (0: off), mixed_precision,
+      train_steps, ema_decay (0: off), clip_norm (0: off), mixed_precision
+      (auto: bfloat16 / float16 where the hardware has it, see trainers/precision.py),
       jit_compile, seed.
 
     Evaluation and logging:
@@ -75,7 +76,7 @@ class TrainConfig:
     log_every: int = 50
     ema_decay: float = 0.0
     clip_norm: float = 0.0
-    mixed_precision: str = "none"
+    mixed_precision: str = "auto"
     jit_compile: bool = False
     seed: int = 0
     config: Optional[str] = None
@@ -143,9 +144,12 @@ class TrainConfig:
             embedding_model=_absolute(self.embedding_model),
         )
 
-    def to_json(self, path=None):
-        """The config as JSON text; also written (atomically, any tf.io.gfile path) to ``path`` if given."""
-        text = json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+    def to_json(self, path=None, **notes):
+        """The config as JSON text; also written (atomically, any tf.io.gfile path) to ``path`` if given.
+
+        ``notes`` are recorded beside the fields (e.g. what a run resolved); from_json ignores them.
+        """
+        text = json.dumps({**dataclasses.asdict(self), **notes}, indent=2, sort_keys=True) + "\n"
         if path is not None:
             from keras_pixelcnn.model_dir import atomic_write
 

@@ -86,7 +86,11 @@ flags.DEFINE_integer("log_every", DEFAULTS.log_every, "Training summaries and lo
 flags.DEFINE_float("ema_decay", DEFAULTS.ema_decay, "Polyak averaging of the weights (e.g. 0.9995); 0 disables.")
 flags.DEFINE_float("clip_norm", DEFAULTS.clip_norm, "Clip the global gradient norm to this value; 0 disables.")
 flags.DEFINE_enum(
-    "mixed_precision", DEFAULTS.mixed_precision, MIXED_PRECISIONS, "Compute dtype (float16 uses loss scaling)."
+    "mixed_precision",
+    DEFAULTS.mixed_precision,
+    MIXED_PRECISIONS,
+    "Compute dtype: auto picks bfloat16 on CPUs with AVX512_BF16/AMX and GPUs of compute capability >= 8.0, "
+    "float16 (with loss scaling) on 7.x GPUs, else none (float32).",
 )
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy.")
 flags.DEFINE_list("devices", None, "Devices for --strategy=mirrored (default: all local GPUs, else the CPU).")

@@ -41,6 +41,7 @@ from absl import logging
 from keras_pixelcnn import model_dir as layout
 from trainers import data as data_lib
 from trainers.loop import WeightAverage, make_evaluator, make_train_step, read_scalar
+from trainers.precision import PRECISIONS, policy_name, resolve_mixed_precision
 
 MONITORED = ("loss", "bits_per_dim", "val_loss", "val_bits_per_dim")  # the logs' keys
 RECONSTRUCTION_ROWS = 8  # test images shown with their reconstructions at each evaluation (autoencoder, embedding)
@@ -104,15 +105,15 @@ def build_model(config, image_shape, num_classes):
     )
 
 
-def build_optimizer(config):
-    """Adam with the config's learning-rate schedule (wrapped for loss scaling under float16)."""
+def build_optimizer(config, loss_scaling=False):
+    """Adam with the config's learning-rate schedule (wrapped for loss scaling: float16 compute)."""
     learning_rate = config.learning_rate
     if config.lr_schedule == "exponential":
         learning_rate = keras.optimizers.schedules.ExponentialDecay(learning_rate, 1, config.lr_decay_rate)
     elif config.lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, config.train_steps)
     optimizer = keras.optimizers.Adam(learning_rate)
-    if config.mixed_precision == "float16":
+    if loss_scaling:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
@@ -166,27 +167,41 @@ def train_and_evaluate(config, model_dir, strategy=None, callbacks=None):
     if config.conditioning == "class" and data.num_classes is None:
         raise ValueError(f"conditioning=class: dataset={config.dataset} has no labels; use conditioning=none.")
     data.split("test")  # fail fast, before anything is built, when tfds's files are not there
+    precision = resolved_precision(config, model_dir)
     previous_policy = keras.mixed_precision.global_policy()
     try:
         keras.utils.set_random_seed(config.seed)
-        if config.mixed_precision != "none":
-            keras.mixed_precision.set_dtype_policy(f"mixed_{config.mixed_precision}")
-        run = _Run(config, model_dir, strategy, data, callbacks)
+        keras.mixed_precision.set_dtype_policy(policy_name(precision))
+        run = _Run(config, model_dir, strategy, data, callbacks, precision)
         return run.train()
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
 
 
+def resolved_precision(config, model_dir):
+    """none, bfloat16 or float16: config.mixed_precision, with "auto" resolved for this machine.
+
+    A resumed run keeps what its first part resolved (run_config.json's
+    ``resolved_mixed_precision``), so a checkpoint moved to other hardware
+    trains on as it started.
+    """
+    if config.mixed_precision == "auto" and tf.train.latest_checkpoint(os.path.join(model_dir, layout.CHECKPOINT_DIR)):
+        recorded = layout.read_json(os.path.join(model_dir, layout.RUN_CONFIG), {})
+        if recorded.get("mixed_precision") == "auto" and recorded.get("resolved_mixed_precision") in PRECISIONS[1:]:
+            return recorded["resolved_mixed_precision"]
+    return resolve_mixed_precision(config.mixed_precision)
+
+
 class _Run:
     """State and side effects of one training run (files written by the chief only)."""
 
-    def __init__(self, config, model_dir, strategy, data, callbacks):
+    def __init__(self, config, model_dir, strategy, data, callbacks, precision):
         self.config, self.model_dir, self.strategy, self.data = config, model_dir, strategy, data
         self.chief = is_chief(strategy)
         num_classes = data.num_classes if config.conditioning == "class" else None
         with strategy.scope():
             self.model = build_model(config, data.image_shape, num_classes)  # its ValueErrors name the field
-            self.optimizer = build_optimizer(config)
+            self.optimizer = build_optimizer(config, loss_scaling=precision == "float16")
             self.optimizer.build(self.model.trainable_variables)  # slots inside the strategy scope
             self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay > 0 else None
             tracked = dict(model=self.model, optimizer=self.optimizer)
@@ -205,7 +220,7 @@ class _Run:
             logging.info("Resumed from %s: step %d, optimizer iterations %d.", restored, self.step, self.step)
         if self.chief:
             layout.write_model_config(self.model, model_dir)
-            config.to_json(os.path.join(model_dir, layout.RUN_CONFIG))
+            config.to_json(os.path.join(model_dir, layout.RUN_CONFIG), resolved_mixed_precision=precision)
         self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs")) if self.chief else None
         self.metrics_path = os.path.join(model_dir, layout.METRICS)
         self.metrics = layout.read_json(self.metrics_path, {})
@@ -263,7 +278,7 @@ class _Run:
         self.callbacks.on_train_end(self.metrics)
         if finite and self.chief:
             with self.averaged_weights():
-                layout.save_model(self.model, self.model_dir)
+                layout.save_model(layout.float32_copy(self.model), self.model_dir)  # serves in float32
         logging.info(
             "Done at step %d: test bits/dim %.4f, weights fingerprint %s",
             self.step, self.metrics.get("test_bits_per_dim", float("nan")), weights_fingerprint(self.model),
