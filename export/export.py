@@ -82,12 +82,8 @@ def export_from_model_dir(
     return path
 
 
+@binary.checked(required=("model_dir", "export_base"))
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    for name in ("model_dir", "export_base"):
-        if not FLAGS[name].value:
-            raise app.UsageError(f"--{name}: required.")
     export_from_model_dir(
         FLAGS.model_dir, FLAGS.export_base, FLAGS.version, FLAGS.checkpoint, jit_compile=FLAGS.jit_compile,
         max_batch_size=FLAGS.max_batch_size or None,

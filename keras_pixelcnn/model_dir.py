@@ -79,13 +79,21 @@ def publish_directory(local_dir, target):
     shutil.rmtree(local_dir)
 
 
-def save_model(model, model_dir):
-    """Saves ``model`` as <model_dir>/model.keras atomically (written locally, then copied and renamed)."""
+def save_keras_file(model, path):
+    """Saves ``model`` as the .keras file ``path`` (any tf.io.gfile path), atomically: written locally, then copied."""
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(os.path.dirname(path) or ".")
     with tempfile.TemporaryDirectory() as local:
-        local_file = os.path.join(local, FINAL_MODEL)
+        local_file = os.path.join(local, "model.keras")
         model.save(local_file)
         with open(local_file, "rb") as handle:
-            atomic_write(f"{model_dir}/{FINAL_MODEL}", handle.read())
+            atomic_write(path, handle.read())
+
+
+def save_model(model, model_dir):
+    """Saves ``model`` as <model_dir>/model.keras atomically."""
+    save_keras_file(model, os.path.join(model_dir, FINAL_MODEL))
 
 
 def float32_config(model):

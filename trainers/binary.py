@@ -1,7 +1,9 @@
-"""How our command-line binaries start: a quiet TensorFlow start-up and one-line usage errors.
+"""How our command-line binaries start and fail: a quiet TensorFlow start-up and one-line usage errors.
 
-``run(main)`` replaces ``absl.app.run(main)`` in every binary's entry point.
-Nothing here runs on library import.
+``@binary.checked(required=...)`` gives a ``main`` the binaries' conventions
+(no positional arguments, required flags, library errors that name a flag
+raised as app.UsageError); ``binary.run(main)`` replaces ``absl.app.run(main)``
+in every entry point. Nothing here runs on library import.
 
 TensorFlow prints a start-up banner from C++ before its logging is set up
 (twice: two of its shared libraries each print it), which no environment
@@ -18,7 +20,7 @@ import re
 import sys
 import tempfile
 
-from absl import app
+from absl import app, flags
 
 _BANNER = [
     r"All log messages before absl::InitializeLog\(\) is called",
@@ -66,6 +68,47 @@ def quiet_tensorflow_startup(argv=None):
             if line.strip() and not noise.search(line):
                 sys.stderr.write(line + "\n")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # TF's own INFO lines (checkpoint sharding, ...)
+
+
+_NAME_BEFORE_VALUE = re.compile(r"(?<![\w\-/.])([a-z][a-z0-9_]*)(?=[=:])")
+
+
+def usage_error(error):
+    """An app.UsageError for a library error that starts with a flag's name ("name: ..." -> "--name: ...").
+
+    Every defined flag's name in the message followed by ``=`` or ``:`` gets its
+    ``--``. Re-raises ``error`` itself when the message does not start with a
+    flag's name (an unexpected error keeps its traceback).
+    """
+    message, defined = str(error), flags.FLAGS
+    first = _NAME_BEFORE_VALUE.match(message)
+    if not first or first.group(1) not in defined:
+        raise error
+    return app.UsageError(
+        _NAME_BEFORE_VALUE.sub(lambda m: f"--{m.group(1)}" if m.group(1) in defined else m.group(1), message)
+    )
+
+
+def checked(required=()):
+    """Decorates a binary's ``main(argv)``: no positional arguments, the ``required`` flags set, and library
+    errors (ValueError, FileNotFoundError, RuntimeError) whose message starts with a flag's name raised as
+    app.UsageError naming ``--flag``."""
+
+    def decorate(main):
+        def checked_main(argv):
+            if len(argv) > 1:
+                raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+            for name in required:
+                if not flags.FLAGS[name].value:
+                    raise app.UsageError(f"--{name}: required.")
+            try:
+                return main(argv)
+            except (ValueError, FileNotFoundError, RuntimeError) as error:
+                raise usage_error(error) from error
+
+        return checked_main
+
+    return decorate
 
 
 def _one_line_usage_errors(main):

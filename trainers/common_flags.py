@@ -1,8 +1,6 @@
 """Flags shared by the train, evaluate, sample and export binaries (defined once per process)."""
 
-import re
-
-from absl import app, flags
+from absl import flags
 
 flags.DEFINE_string("model_dir", None, "Training directory: checkpoints, logs, samples, model.keras, metrics.json.")
 flags.DEFINE_string(
@@ -41,21 +39,3 @@ def _check_dataset(name):
 
 
 flags.register_validator("dataset", _check_dataset)
-
-_NAME_BEFORE_VALUE = re.compile(r"(?<![\w\-/.])([a-z][a-z0-9_]*)(?=[=:])")
-
-
-def usage_error(error):
-    """An app.UsageError for a library error that starts with a flag's name ("name: ..." -> "--name: ...").
-
-    Every defined flag's name in the message followed by ``=`` or ``:`` gets its
-    ``--``. Re-raises ``error`` itself when the message does not start with a
-    flag's name (an unexpected error keeps its traceback).
-    """
-    message = str(error)
-    first = _NAME_BEFORE_VALUE.match(message)
-    if not first or first.group(1) not in FLAGS:
-        raise error
-    return app.UsageError(
-        _NAME_BEFORE_VALUE.sub(lambda m: f"--{m.group(1)}" if m.group(1) in FLAGS else m.group(1), message)
-    )

@@ -91,12 +91,13 @@ class TrainConfig:
         Raises:
           ValueError: the first bad field, named at the start of the message.
         """
+        from keras_pixelcnn.validation import is_int
         from trainers import data
 
         for name in ("train_steps", "eval_every", "log_every", "num_layers", "filters", "num_mixtures",
                      "bottleneck_dim"):  # fmt: skip
             _check_int(self, name, minimum=1)
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if not is_int(self.batch_size) or self.batch_size < 1:
             raise ValueError(
                 f"batch_size: the global batch must split evenly over the replicas: expected an int >= 1, "
                 f"got {self.batch_size!r}."
@@ -105,12 +106,7 @@ class TrainConfig:
             _check_int(self, name, minimum=0)
         if self.num_classes is not None:
             _check_int(self, "num_classes", minimum=1)
-        if (
-            isinstance(self.kernel_size, bool)
-            or not isinstance(self.kernel_size, int)
-            or self.kernel_size < 3
-            or self.kernel_size % 2 == 0
-        ):
+        if not is_int(self.kernel_size) or self.kernel_size < 3 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size: expected an odd number >= 3, got {self.kernel_size!r}.")
         for name, choices in (("conditioning", CONDITIONINGS), ("head", HEADS), ("lr_schedule", LR_SCHEDULES),
                               ("mixed_precision", MIXED_PRECISIONS)):  # fmt: skip
@@ -182,8 +178,10 @@ class TrainConfig:
 
 
 def _check_int(config, name, minimum):
+    from keras_pixelcnn.validation import is_int
+
     value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ValueError(f"{name}: expected >= {minimum} (an int), got {value!r}.")
 
 

@@ -16,14 +16,10 @@ binaries' flags can live in one process.
 Any other Keras model with that contract works with the trainer too.
 """
 
-import os
 
 from absl import app, flags, logging
 
-from trainers import (
-    binary,
-    common_flags,  # --dataset, --data_dir, --seed
-)
+from trainers import binary, common_flags  # noqa: F401  (--dataset, --data_dir, --seed)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("embedding_out", None, "Where to save the embedding model (a .keras file).")
@@ -101,33 +97,25 @@ def train_embedding_model(dataset, embedding_dim, train_steps, batch_size, learn
     return embedding, float(accuracy)
 
 
+@binary.checked()
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from keras_pixelcnn.model_dir import save_keras_file
+
     if not FLAGS.embedding_out or not FLAGS.embedding_out.endswith(".keras"):
         raise app.UsageError(f"--embedding_out: expected a path ending in .keras, got {FLAGS.embedding_out!r}.")
     for name in ("embedding_dim", "classifier_steps", "classifier_batch_size"):
         if FLAGS[name].value < 1:
             raise app.UsageError(f"--{name}: expected >= 1, got {FLAGS[name].value}.")
-    from trainers.data import DatasetUnavailableError
-
-    try:
-        embedding, accuracy = train_embedding_model(
-            FLAGS.dataset,
-            FLAGS.embedding_dim,
-            FLAGS.classifier_steps,
-            FLAGS.classifier_batch_size,
-            FLAGS.classifier_learning_rate,
-            FLAGS.seed,
-            FLAGS.data_dir,
-        )  # fmt: skip
-    except (ValueError, DatasetUnavailableError) as error:
-        raise common_flags.usage_error(error) from error
-    directory = os.path.dirname(os.path.abspath(FLAGS.embedding_out))
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".embedding.tmp-{os.getpid()}.keras")
-    embedding.save(temporary)
-    os.replace(temporary, FLAGS.embedding_out)
+    embedding, accuracy = train_embedding_model(
+        FLAGS.dataset,
+        FLAGS.embedding_dim,
+        FLAGS.classifier_steps,
+        FLAGS.classifier_batch_size,
+        FLAGS.classifier_learning_rate,
+        FLAGS.seed,
+        FLAGS.data_dir,
+    )  # fmt: skip
+    save_keras_file(embedding, FLAGS.embedding_out)
     logging.info(
         "Saved a %d-d embedding to %s (classifier test accuracy %.3f).",
         FLAGS.embedding_dim,

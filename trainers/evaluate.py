@@ -9,12 +9,9 @@ bits/dim. From Python: ``evaluate(model_dir, split="test", ...)``.
 import json
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from trainers import (
-    binary,
-    common_flags,  # --model_dir, --dataset, --data_dir, --checkpoint
-)
+from trainers import binary, common_flags  # noqa: F401  (--model_dir, --dataset, --checkpoint)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("split", "test", ["train", "test"], "Which split to evaluate.")
@@ -80,20 +77,12 @@ def evaluate(model_dir, split="test", batch_size=64, max_examples=0, checkpoint=
     return {"dataset": data.name, "split": split, "bits_per_dim": bits}
 
 
+@binary.checked(required=("model_dir",))
 def main(argv):
-    from trainers.data import DatasetUnavailableError
-
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.model_dir:
-        raise app.UsageError("--model_dir: required.")
-    try:
-        result = evaluate(
-            FLAGS.model_dir, FLAGS.split, FLAGS.eval_batch_size, FLAGS.max_examples, FLAGS.checkpoint,
-            FLAGS.dataset if FLAGS["dataset"].present else None, FLAGS.data_dir,
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError, DatasetUnavailableError) as error:
-        raise common_flags.usage_error(error) from error
+    result = evaluate(
+        FLAGS.model_dir, FLAGS.split, FLAGS.eval_batch_size, FLAGS.max_examples, FLAGS.checkpoint,
+        FLAGS.dataset if FLAGS["dataset"].present else None, FLAGS.data_dir,
+    )  # fmt: skip
     print(json.dumps(result))
 
 

@@ -22,12 +22,9 @@ import io
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from trainers import (
-    binary,
-    common_flags,  # --model_dir, --seed, --checkpoint (and --split of trainers.evaluate)
-)
+from trainers import binary, common_flags  # noqa: F401  (--model_dir, --seed, --checkpoint)
 from trainers.evaluate import load_trained_model, run_dataset
 
 FLAGS = flags.FLAGS
@@ -213,21 +210,13 @@ def sample(model_dir, mode="classes", *, class_ids=None, image_ids=None, images=
     return out, samples
 
 
+@binary.checked(required=("model_dir",))
 def main(argv):
-    from trainers.data import DatasetUnavailableError
-
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.model_dir:
-        raise app.UsageError("--model_dir: required.")
-    try:
-        out, samples = sample(
-            FLAGS.model_dir, FLAGS.mode, class_ids=FLAGS.class_ids, image_ids=FLAGS.image_ids, images=FLAGS.images,
-            steps=FLAGS.steps, num=FLAGS.num, temperature=FLAGS.temperature, seed=FLAGS.seed, split=FLAGS.split,
-            checkpoint=FLAGS.checkpoint, out=FLAGS.out, out_npy=FLAGS.out_npy, scale=FLAGS.scale,
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError, DatasetUnavailableError) as error:
-        raise common_flags.usage_error(error) from error
+    out, samples = sample(
+        FLAGS.model_dir, FLAGS.mode, class_ids=FLAGS.class_ids, image_ids=FLAGS.image_ids, images=FLAGS.images,
+        steps=FLAGS.steps, num=FLAGS.num, temperature=FLAGS.temperature, seed=FLAGS.seed, split=FLAGS.split,
+        checkpoint=FLAGS.checkpoint, out=FLAGS.out, out_npy=FLAGS.out_npy, scale=FLAGS.scale,
+    )  # fmt: skip
     print(f"Wrote {samples.shape[0]} x {samples.shape[1]} samples (--mode={FLAGS.mode}) to {out}")
 
 

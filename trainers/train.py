@@ -29,12 +29,9 @@ batch 128, 200K synchronous updates on 32 GPUs).
 
 import dataclasses
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from trainers import (
-    binary,
-    common_flags,  # --model_dir, --dataset, --data_dir, --seed, --jit_compile
-)
+from trainers import binary, common_flags  # noqa: F401  (--model_dir, --dataset, --seed, ...)
 from trainers.config import CONDITIONINGS, HEADS, LR_SCHEDULES, MIXED_PRECISIONS, PRESETS, TrainConfig
 
 FLAGS = flags.FLAGS
@@ -119,19 +116,13 @@ def make_strategy():
     return tf.distribute.get_strategy()
 
 
+@binary.checked(required=("model_dir",))
 def main(argv):
     from trainers import train_lib
-    from trainers.data import DatasetUnavailableError
 
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.model_dir:
-        raise app.UsageError("--model_dir: required (where checkpoints, logs and the model go).")
     strategy = make_strategy()  # before other TF work (multi-worker needs it first)
     try:
         train_lib.train_and_evaluate(config_from_flags(), FLAGS.model_dir, strategy)
-    except (ValueError, DatasetUnavailableError) as error:
-        raise common_flags.usage_error(error) from error
     except train_lib.NonFiniteLossError as error:
         logging.error("%s", error)
         raise SystemExit(1) from error
