@@ -54,12 +54,12 @@ def seed_key(seed):
     """int64 [2] seed -> a uint32 scalar key hashing all 64 + 64 bits."""
     import tensorflow as tf
 
-    seed = tf.cast(seed, tf.int64)
-    low = tf.cast(tf.bitwise.bitwise_and(seed, 0xFFFFFFFF), tf.uint32)
-    high = tf.cast(tf.bitwise.bitwise_and(tf.bitwise.right_shift(seed, 32), 0xFFFFFFFF), tf.uint32)
     key = tf.constant(_GOLDEN, tf.uint32)
-    for word in (low[0], high[0], low[1], high[1]):
-        key = _mix(tf.bitwise.bitwise_xor(key, word))
+    # Unpack's kernel refuses a seed of another length at run time (served requests: grappler
+    # folds the shape check of an input declared [2]).
+    for part in tf.unstack(tf.cast(seed, tf.int64), num=2):
+        for word in (part, tf.bitwise.right_shift(part, 32)):
+            key = _mix(tf.bitwise.bitwise_xor(key, tf.cast(tf.bitwise.bitwise_and(word, 0xFFFFFFFF), tf.uint32)))
     return key
 
 
