@@ -5,17 +5,17 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO_ROOT, subprocess_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--num_layers=1", "--filters=4", "--batch_size=8", "--samples_per_class=0", "--eval_examples=16"]
 
 
 def run_binary(module, *argv):
     """Runs ``python -m module argv`` as a user would: without the test suite's quieting variables."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES")}
-    env["PYTHONPATH"] = ROOT
-    return subprocess.run([sys.executable, "-m", module, *argv], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    env = subprocess_env()
+    del env["TF_CPP_MIN_LOG_LEVEL"], env["CUDA_VISIBLE_DEVICES"]
+    command = [sys.executable, "-m", module, *argv]
+    return subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,8 @@ def test_a_missing_training_extra_names_the_extra(tmp_path):
         "from trainers import train\n"
         "train.run()\n"
     )
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    command = [sys.executable, "-c", script]
+    result = subprocess.run(command, env=subprocess_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "train.py: scikit-learn is needed for training data: pip install 'keras-pixelcnn[train]' "

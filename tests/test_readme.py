@@ -1,13 +1,14 @@
 """Every ``python -m ...`` command in README.md parses: its flags exist and their values are valid."""
 
 import collections
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO_ROOT, subprocess_env
 
 # Parses each command's flags in a fresh process per module (binaries may define flags of the same name).
 CHECK = """
@@ -25,7 +26,7 @@ for argv in json.loads(sys.argv[2]):
 
 def readme_commands():
     """{module: [argv, ...]} of every ``python -m MODULE ...`` line in the README's bash blocks."""
-    text = open(os.path.join(ROOT, "README.md")).read()
+    text = open(os.path.join(REPO_ROOT, "README.md")).read()
     commands = collections.defaultdict(list)
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
@@ -36,20 +37,20 @@ def readme_commands():
     return commands
 
 
-def test_every_readme_command_parses():
-    import json
+def parse_in_subprocess(module, argvs):
+    """Runs CHECK for ``module`` over the list of argument lists ``argvs``: the CompletedProcess."""
+    command = [sys.executable, "-c", CHECK, module, json.dumps(argvs)]
+    return subprocess.run(command, env=subprocess_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
 
+
+def test_every_readme_command_parses():
     commands = readme_commands()
     assert {"trainers.train", "trainers.evaluate", "trainers.sample", "export.export"} <= set(commands)
     for module, argvs in commands.items():
-        env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        result = subprocess.run([sys.executable, "-c", CHECK, module, json.dumps(argvs)], env=env, cwd=ROOT,
-                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        result = parse_in_subprocess(module, argvs)
         assert result.returncode == 0, f"{module}: {result.stderr[-2000:]}"
 
 
 def test_the_readme_check_catches_a_bad_flag():
-    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, "-c", CHECK, "trainers.sample", '[["--helpful"]]'], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = parse_in_subprocess("trainers.sample", [["--helpful"]])
     assert result.returncode != 0 and "helpful" in result.stderr
