@@ -142,7 +142,11 @@ class LogisticMixtureHead:
         return outputs
 
     def split(self, params):
-        """params [..., P] -> (logits [..., K], means [..., C, K], log_scales [..., C, K], coeffs [..., C(C-1)/2, K])."""
+        """params [..., P] -> the mixture's parts.
+
+        Returns:
+          (logits [..., K], means [..., C, K], log_scales [..., C, K], coeffs [..., C(C-1)/2, K]).
+        """
         params = _float(params)
         k, c = self.num_mixtures, self.channels
         logits = params[..., :k]

@@ -239,7 +239,8 @@ class PixelCNNBase(LikelihoodModel):
             batch_size = int(np.shape(condition)[0])
             if num_samples is not None and num_samples != batch_size:
                 raise ValueError(
-                    f"num_samples: expected None or len(condition)={batch_size} for a conditional model, got {num_samples!r}."
+                    f"num_samples: expected None or len(condition)={batch_size} for a conditional model, "
+                    f"got {num_samples!r}."
                 )
         else:
             check_condition(condition, None, None)

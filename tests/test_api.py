@@ -48,7 +48,9 @@ def test_fit_rejects_y_and_bad_data_before_training():
     with pytest.raises(ValueError, match=r"images: expected pixel values in \[0, 255\]"):
         model.fit((images.astype(np.int32) * 2, np.zeros(4, int)), verbose=0)
     with pytest.raises(ValueError, match="images: expected shape"):
-        model.fit(tf.data.Dataset.from_tensor_slices((random_images((4, 5, 4, 3)), np.zeros(4, int))).batch(2), verbose=0)
+        model.fit(
+            tf.data.Dataset.from_tensor_slices((random_images((4, 5, 4, 3)), np.zeros(4, int))).batch(2), verbose=0
+        )
 
 
 # -- serialization ------------------------------------------------------------------------------
@@ -58,7 +60,10 @@ def test_fit_rejects_y_and_bad_data_before_training():
     "model_class, kwargs",
     [
         (kp.ConditionalPixelCNN, dict(num_classes=3, skip_connections=True)),
-        (kp.ConditionalPixelCNN, dict(head="logistic_mixture", num_mixtures=2, condition_shape=(5,), spatial_condition=True)),
+        (
+            kp.ConditionalPixelCNN,
+            dict(head="logistic_mixture", num_mixtures=2, condition_shape=(5,), spatial_condition=True),
+        ),
         (kp.PixelCNN, dict(gated=True, dropout=0.1)),
     ],
 )
@@ -123,12 +128,27 @@ OK_IMAGES = random_images((2, 4, 4, 3))
         ({}, OK_IMAGES.astype(np.int32) - 1, None, r"images: expected pixel values in \[0, 255\], got values in \[-1"),
         ({}, OK_IMAGES / 255.0, None, "images: expected integer-valued pixels"),
         ({}, OK_IMAGES, np.array([0, 1]), "condition: this model is unconditional"),
-        (CLASS_MODEL, OK_IMAGES, None, r"condition: this model is conditional and requires class ids \[batch\] in \[0, 3\)"),
-        (CLASS_MODEL, OK_IMAGES, np.array([0, 3]), r"condition: expected class ids in \[0, 3\), got values in \[0, 3\]"),
+        (
+            CLASS_MODEL,
+            OK_IMAGES,
+            None,
+            r"condition: this model is conditional and requires class ids \[batch\] in \[0, 3\)",
+        ),
+        (
+            CLASS_MODEL,
+            OK_IMAGES,
+            np.array([0, 3]),
+            r"condition: expected class ids in \[0, 3\), got values in \[0, 3\]",
+        ),
         (CLASS_MODEL, OK_IMAGES, np.array([0, -1]), r"condition: expected class ids in \[0, 3\)"),
         (CLASS_MODEL, OK_IMAGES, np.array([0.0, 1.0]), "condition: expected integer class ids"),
         (CLASS_MODEL, OK_IMAGES, np.array([0, 1, 2]), "condition: expected 2 entries"),
-        (VECTOR_MODEL, OK_IMAGES, np.ones((2, 3), "float32"), r"condition: expected shape \[batch, 2\], got shape \(2, 3\)"),
+        (
+            VECTOR_MODEL,
+            OK_IMAGES,
+            np.ones((2, 3), "float32"),
+            r"condition: expected shape \[batch, 2\], got shape \(2, 3\)",
+        ),
         (VECTOR_MODEL, OK_IMAGES, np.ones(2, "float32"), r"condition: expected shape \[batch, 2\]"),
     ],
 )

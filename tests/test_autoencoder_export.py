@@ -1,4 +1,6 @@
-"""TF-Serving export of PixelCNNAutoEncoder / EmbeddingConditionedPixelCNN: encode, serving_default, reconstruct, log_prob.
+"""TF-Serving export of PixelCNNAutoEncoder / EmbeddingConditionedPixelCNN.
+
+Signatures: encode, serving_default, reconstruct, log_prob.
 
 Two tiny models trained for two steps: an auto-encoder (default encoder,
 global conditioning, softmax head, RGB) and an embedding-conditioned model
@@ -123,9 +125,9 @@ for name, case in spec.items():
     results[name + "__signatures"] = np.array(sorted(loaded.signatures))
     for signature, inputs_file in case["inputs"].items():
         inputs = dict(np.load(inputs_file))
-        run = lambda inputs: {
-            k: v.numpy() for k, v in loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()}).items()
-        }
+        def run(inputs):
+            outputs = loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+            return {k: v.numpy() for k, v in outputs.items()}
         for key, value in run(inputs).items():
             results[f"{name}__{signature}__{key}"] = value
         if "seed" in inputs:
@@ -246,14 +248,39 @@ BAD_REQUESTS = [
     # (case, signature, replaced inputs, message)
     ("autoencoder", "encode", {"images": np.zeros([0, 4, 4, 3], np.uint8)}, "images: expected at least one image"),
     ("autoencoder", "encode", {"images": np.zeros([2, 4, 4], np.uint8)}, "images: expected shape [batch, 4, 4, 3]"),
-    ("autoencoder", "reconstruct", {"images": np.zeros([3, 2, 8, 3], np.uint8)}, "images: expected shape [batch, 4, 4, 3]"),
+    (
+        "autoencoder",
+        "reconstruct",
+        {"images": np.zeros([3, 2, 8, 3], np.uint8)},
+        "images: expected shape [batch, 4, 4, 3]",
+    ),
     ("autoencoder", "reconstruct", {"images": np.zeros([0, 4, 4, 3], np.uint8)}, "images: expected at least one image"),
     ("autoencoder", "reconstruct", {"temperature": np.float32(0.0)}, "temperature: expected a finite number > 0"),
-    ("embedding_spatial_mixture", "reconstruct", {"temperature": np.float32(np.nan)}, "temperature: expected a finite number > 0"),
-    ("autoencoder", "serving_default", {"condition": np.zeros([2, 2], np.float32)}, "condition: expected shape [batch, 3]"),
-    ("embedding_spatial_mixture", "serving_default", {"condition": np.full([1, 2], np.inf, np.float32)}, "condition: expected finite floats"),
-    ("embedding_spatial_mixture", "log_prob", {"images": np.zeros([0, 4, 4, 1], np.uint8)}, "images: expected at least one image"),
-]  # fmt: skip
+    (
+        "embedding_spatial_mixture",
+        "reconstruct",
+        {"temperature": np.float32(np.nan)},
+        "temperature: expected a finite number > 0",
+    ),
+    (
+        "autoencoder",
+        "serving_default",
+        {"condition": np.zeros([2, 2], np.float32)},
+        "condition: expected shape [batch, 3]",
+    ),
+    (
+        "embedding_spatial_mixture",
+        "serving_default",
+        {"condition": np.full([1, 2], np.inf, np.float32)},
+        "condition: expected finite floats",
+    ),
+    (
+        "embedding_spatial_mixture",
+        "log_prob",
+        {"images": np.zeros([0, 4, 4, 1], np.uint8)},
+        "images: expected at least one image",
+    ),
+]
 
 
 @pytest.mark.parametrize("name, signature, replaced, message", BAD_REQUESTS)

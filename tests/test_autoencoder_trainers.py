@@ -197,13 +197,19 @@ def test_embedding_trainer_and_interpolation_sampler(embedding_file, tmp_path):
     [
         (["--conditioning=embedding"], "--embedding_model: required with --conditioning=embedding"),
         (["--conditioning=embedding", "--embedding_model=/no/such.keras"], "--embedding_model: no such file"),
-        (["--conditioning=class", "--embedding_model={embedding}"], "--embedding_model: only used with --conditioning=embedding"),
-        (["--conditioning=embedding", "--embedding_model={other}"], r"--embedding_model: .* does not take images \[batch, 8, 8, 1\]"),
+        (
+            ["--conditioning=class", "--embedding_model={embedding}"],
+            "--embedding_model: only used with --conditioning=embedding",
+        ),
+        (
+            ["--conditioning=embedding", "--embedding_model={other}"],
+            r"--embedding_model: .* does not take images \[batch, 8, 8, 1\]",
+        ),
         (["--conditioning=embedding", "--embedding_model={text}"], "--embedding_model: cannot load"),
         (["--conditioning=none", "--spatial_condition"], "--spatial_condition: needs a condition to map"),
         (["--conditioning=autoencoder", "--bottleneck_dim=0"], "--bottleneck_dim: expected >= 1"),
     ],
-)  # fmt: skip
+)
 def test_bad_conditioning_flags_fail_before_training(embedding_file, tmp_path, argv, pattern):
     other = str(tmp_path / "other.keras")
     keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]).save(other)

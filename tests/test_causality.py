@@ -24,7 +24,10 @@ def unit_of(k, model):
 CONDITIONING = {
     "none": ({}, None),
     "class": ({"num_classes": 3}, np.array([2])),
-    "spatial_vector": ({"condition_shape": (4,), "spatial_condition": True}, np.array([[0.5, -1.0, 2.0, 0.1]], "float32")),
+    "spatial_vector": (
+        {"condition_shape": (4,), "spatial_condition": True},
+        np.array([[0.5, -1.0, 2.0, 0.1]], "float32"),
+    ),
 }
 
 

@@ -10,7 +10,10 @@ FORMS = {
     "class": ({"num_classes": 3}, np.array([0, 1, 2, 0])),
     "vector": ({"condition_shape": (2,)}, np.array([[1, 0], [0, 1], [-1, 2], [1, 0]], "float32")),
     "spatial_class": ({"num_classes": 3, "spatial_condition": True}, np.array([0, 1, 2, 0])),
-    "spatial_vector": ({"condition_shape": (2,), "spatial_condition": True}, np.array([[1, 0], [0, 1], [-1, 2], [1, 0]], "float32")),
+    "spatial_vector": (
+        {"condition_shape": (2,), "spatial_condition": True},
+        np.array([[1, 0], [0, 1], [-1, 2], [1, 0]], "float32"),
+    ),
 }
 
 

@@ -82,9 +82,20 @@ def test_two_local_workers_train_in_sync_and_the_chief_checkpoints(tmp_path):
     model_dir = tmp_path / "run"
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     argv = [
-        sys.executable, "-m", "trainers.train", "--strategy=multi_worker", f"--model_dir={model_dir}",
-        "--train_steps=4", "--eval_every=2", "--batch_size=8", "--num_layers=1", "--filters=6", "--kernel_size=3",
-        "--samples_per_class=1", "--eval_examples=16", "--collective_timeout=120",
+        sys.executable,
+        "-m",
+        "trainers.train",
+        "--strategy=multi_worker",
+        f"--model_dir={model_dir}",
+        "--train_steps=4",
+        "--eval_every=2",
+        "--batch_size=8",
+        "--num_layers=1",
+        "--filters=6",
+        "--kernel_size=3",
+        "--samples_per_class=1",
+        "--eval_examples=16",
+        "--collective_timeout=120",
     ]
     processes = []
     for index in range(2):
@@ -100,7 +111,9 @@ def test_two_local_workers_train_in_sync_and_the_chief_checkpoints(tmp_path):
             process.kill()
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
-    fingerprints = [line.rsplit(" ", 1)[1] for output in outputs for line in output.splitlines() if "weights fingerprint" in line]
+    fingerprints = [
+        line.rsplit(" ", 1)[1] for output in outputs for line in output.splitlines() if "weights fingerprint" in line
+    ]
     assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
     checkpoints = sorted(os.listdir(model_dir / "checkpoints"))
     assert "ckpt-4.index" in checkpoints and "ckpt-2.index" in checkpoints

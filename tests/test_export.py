@@ -674,7 +674,9 @@ def test_export_errors_name_the_flag(model_dirs, tmp_path):
     config = json.loads((checkpoints_only / "model_config.json").read_text())
     config["config"]["filters"] = 8
     (tmp_path / "other_config" / "model_config.json").write_text(json.dumps(config))
-    with pytest.raises(app.UsageError, match="--model_dir: the latest checkpoint .* does not fit the model of model_config.json"):
+    with pytest.raises(
+        app.UsageError, match="--model_dir: the latest checkpoint .* does not fit the model of model_config.json"
+    ):
         export_cli.export_from_model_dir(str(tmp_path / "other_config"), base)
     with pytest.raises(app.UsageError, match="--export_base=.* --version=0: version: expected None or an int >= 1"):
         export_cli.export_from_model_dir(str(checkpoints_only), base, version=0)

@@ -21,7 +21,10 @@ CONDITIONS = {
     "class": ({"num_classes": 3}, np.array([2, 0])),
     "vector": ({"condition_shape": (3,)}, np.array([[1.0, -1.0, 0.5], [0.0, 2.0, -0.5]], "float32")),
     "spatial_class": ({"num_classes": 3, "spatial_condition": True}, np.array([1, 2])),
-    "spatial_vector": ({"condition_shape": (3,), "spatial_condition": True}, np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 3.0]], "float32")),
+    "spatial_vector": (
+        {"condition_shape": (3,), "spatial_condition": True},
+        np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 3.0]], "float32"),
+    ),
 }
 
 # (head, channels, conditioning, image size, kernel, layers, skip): pairwise coverage,
@@ -48,8 +51,15 @@ FULL_GRID = [
 def make_model(head, channels, conditioning, size, kernel, layers, skip, dtype="float64"):
     kwargs, condition = CONDITIONS[conditioning]
     model = kp.ConditionalPixelCNN(
-        size + (channels,), num_layers=layers, filters=6, kernel_size=kernel, head=head, num_mixtures=2,
-        skip_connections=skip, dtype=dtype, **kwargs,
+        size + (channels,),
+        num_layers=layers,
+        filters=6,
+        kernel_size=kernel,
+        head=head,
+        num_mixtures=2,
+        skip_connections=skip,
+        dtype=dtype,
+        **kwargs,
     )
     return randomize_weights(model, seed=layers + kernel, scale=0.3), condition
 
@@ -125,7 +135,13 @@ def test_each_cached_step_has_the_forward_pass_parameters(config):
     recorder = TeacherForcedHead(model.head, images)
     model.head = recorder
     try:  # eager: the while loops run step by step in Python, so the recorder sees every step in order
-        sample_cached(model, 2, None if condition is None else tf.constant(condition), tf.constant(1.0), tf.constant([0, 0], tf.int64))
+        sample_cached(
+            model,
+            2,
+            None if condition is None else tf.constant(condition),
+            tf.constant(1.0),
+            tf.constant([0, 0], tf.int64),
+        )
     finally:
         model.head = recorder.head
     assert len(recorder.steps) == height * width * model.head.steps_per_pixel

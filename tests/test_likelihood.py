@@ -72,7 +72,9 @@ def reference_mixture_log_prob(params, images, num_mixtures):
         plus, minus = inv_s * (centered + 1 / 255), inv_s * (centered - 1 / 255)
         middle = np_log_sigmoid(plus) + np_log_sigmoid(-minus) + np.log(-np.expm1(minus - plus))
         value = images[..., c, None]
-        total = total + np.where(value == 0, np_log_sigmoid(plus), np.where(value == 255, np_log_sigmoid(-minus), middle))
+        total = total + np.where(
+            value == 0, np_log_sigmoid(plus), np.where(value == 255, np_log_sigmoid(-minus), middle)
+        )
     return np.logaddexp.reduce(total, axis=-1).sum(axis=(1, 2))
 
 

@@ -64,7 +64,9 @@ def test_samples_follow_a_peaked_distribution_per_channel(head):
 
 def test_mixture_samples_use_the_drawn_earlier_channels():
     """Red spread wide, green = mu_g + a * red with a -> 1 (tanh(20)) and a tiny scale: green tracks red."""
-    model = kp.ConditionalPixelCNN((2, 2, 3), num_layers=1, filters=6, kernel_size=3, head="logistic_mixture", num_mixtures=1)
+    model = kp.ConditionalPixelCNN(
+        (2, 2, 3), num_layers=1, filters=6, kernel_size=3, head="logistic_mixture", num_mixtures=1
+    )
     _peaked(model, [0, 0, 0])
     bias = model.head_out.bias.numpy()  # K = 1: [logit, mu_r, mu_g, mu_b, log s_r, log s_g, log s_b, a, b, c]
     bias[1], bias[2], bias[4], bias[7] = 0.0, 0.0, 0.0, 20.0

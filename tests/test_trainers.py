@@ -29,7 +29,15 @@ def test_trainer_end_to_end_on_the_embedded_digits(tmp_path):
     model_dir = str(tmp_path / "run")
     run_main(train, [f"--model_dir={model_dir}", "--train_steps=120", "--eval_every=60", *TINY, "--batch_size=32"])
     names = set(os.listdir(model_dir))
-    assert {"model.keras", "model_config.json", "run_config.json", "metrics.json", "checkpoints", "logs", "samples"} <= names
+    assert {
+        "model.keras",
+        "model_config.json",
+        "run_config.json",
+        "metrics.json",
+        "checkpoints",
+        "logs",
+        "samples",
+    } <= names
     metrics = json.load(open(os.path.join(model_dir, "metrics.json")))
     assert metrics["step"] == 120
     assert metrics["initial_test_bits_per_dim"] == pytest.approx(8.0, abs=1e-5)
@@ -42,7 +50,9 @@ def test_trainer_end_to_end_on_the_embedded_digits(tmp_path):
     assert any(name.startswith("events") for name in os.listdir(os.path.join(model_dir, "logs")))
 
     result = evaluate.evaluate(model_dir)
-    assert result["dataset"] == "digits" and result["bits_per_dim"] == pytest.approx(metrics["test_bits_per_dim"], rel=1e-5)
+    assert result["dataset"] == "digits" and result["bits_per_dim"] == pytest.approx(
+        metrics["test_bits_per_dim"], rel=1e-5
+    )
     out = str(tmp_path / "grid.png")
     run_main(sample, [f"--model_dir={model_dir}", "--class_ids=1,7", "--num=3", f"--out={out}", "--seed=3"])
     assert tf.io.decode_png(open(out, "rb").read()).shape == (2 * 33 + 1, 3 * 33 + 1, 1)
@@ -58,8 +68,18 @@ def test_trainer_reads_tfds_datasets(tmp_path, dataset, channels):
     with tfds.testing.mock_data(num_examples=40):
         run_main(
             train,
-            [f"--model_dir={model_dir}", f"--dataset={dataset}", "--train_steps=2", "--eval_every=2", "--num_layers=1",
-             "--filters=6", "--batch_size=8", "--samples_per_class=0", "--eval_examples=8", "--conditioning=class"],
+            [
+                f"--model_dir={model_dir}",
+                f"--dataset={dataset}",
+                "--train_steps=2",
+                "--eval_every=2",
+                "--num_layers=1",
+                "--filters=6",
+                "--batch_size=8",
+                "--samples_per_class=0",
+                "--eval_examples=8",
+                "--conditioning=class",
+            ],
         )
     model, _ = load_model(model_dir)
     assert model.image_shape[-1] == channels and model.num_classes == 10
@@ -100,7 +120,9 @@ def test_bad_batch_for_replicas_exits_non_zero_with_its_message(tmp_path):
         "sys.argv = ['train', '--model_dir=%s', '--strategy=mirrored', '--devices=/cpu:0,/cpu:1', '--batch_size=5']\n"
         "train.run()\n" % (tmp_path / "run")
     )
-    result = subprocess.run([sys.executable, "-c", script], env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=subprocess_env(), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1
     assert "--batch_size: the global batch must split evenly over 2 replicas, got 5" in result.stderr
 
@@ -123,7 +145,9 @@ def test_nan_loss_stops_with_a_message_and_a_usable_checkpoint(tmp_path, monkeyp
 
     monkeypatch.setattr(train_lib, "make_train_step", diverging)
     with pytest.raises(SystemExit) as exit_info:
-        run_main(train, [f"--model_dir={model_dir}", "--train_steps=50", "--eval_every=3", "--samples_per_class=0", *TINY])
+        run_main(
+            train, [f"--model_dir={model_dir}", "--train_steps=50", "--eval_every=3", "--samples_per_class=0", *TINY]
+        )
     assert exit_info.value.code == 1
     assert "Loss is nan at step 5" in caplog.text
     model, source = load_model(model_dir)  # no model.keras: the last checkpoint
@@ -146,9 +170,19 @@ def _wait_for_checkpoint(model_dir, process, timeout=240):
 
 def test_resume_after_sigkill_restores_step_optimizer_and_weights(tmp_path):
     model_dir = str(tmp_path / "run")
-    argv = [sys.executable, "-m", "trainers.train", f"--model_dir={model_dir}", "--eval_every=10", "--samples_per_class=0",
-            "--eval_examples=32", *TINY]
-    process = subprocess.Popen(argv + ["--train_steps=100000"], env=subprocess_env(), stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    argv = [
+        sys.executable,
+        "-m",
+        "trainers.train",
+        f"--model_dir={model_dir}",
+        "--eval_every=10",
+        "--samples_per_class=0",
+        "--eval_examples=32",
+        *TINY,
+    ]
+    process = subprocess.Popen(
+        argv + ["--train_steps=100000"], env=subprocess_env(), stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
     try:
         _wait_for_checkpoint(model_dir, process)
     finally:
@@ -159,7 +193,9 @@ def test_resume_after_sigkill_restores_step_optimizer_and_weights(tmp_path):
     before, _ = load_model(model_dir, checkpoint=latest)
     expected = fixed_batch_bits(before)
 
-    result = subprocess.run(argv + [f"--train_steps={step}"], env=subprocess_env(), capture_output=True, text=True, timeout=240, cwd=ROOT)
+    result = subprocess.run(
+        argv + [f"--train_steps={step}"], env=subprocess_env(), capture_output=True, text=True, timeout=240, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Resumed from {latest}: step {step}, optimizer iterations {step}." in result.stderr
     assert json.load(open(os.path.join(model_dir, "metrics.json")))["step"] == step
@@ -169,8 +205,18 @@ def test_resume_after_sigkill_restores_step_optimizer_and_weights(tmp_path):
 
 def test_sigterm_checkpoints_then_exits(tmp_path):
     model_dir = str(tmp_path / "run")
-    argv = [sys.executable, "-m", "trainers.train", f"--model_dir={model_dir}", "--eval_every=1000", "--log_every=5",
-            "--train_steps=100000", "--samples_per_class=0", "--eval_examples=32", *TINY]
+    argv = [
+        sys.executable,
+        "-m",
+        "trainers.train",
+        f"--model_dir={model_dir}",
+        "--eval_every=1000",
+        "--log_every=5",
+        "--train_steps=100000",
+        "--samples_per_class=0",
+        "--eval_examples=32",
+        *TINY,
+    ]
     process = subprocess.Popen(argv, env=subprocess_env(), stderr=subprocess.PIPE, text=True, cwd=ROOT)
     deadline = time.time() + 240
     for line in process.stderr:  # wait until training steps run
@@ -196,8 +242,18 @@ def test_ema_weights_are_what_gets_evaluated_and_saved(tmp_path):
     from trainers.loop import WeightAverage
 
     model_dir = str(tmp_path / "run")
-    run_main(train, [f"--model_dir={model_dir}", "--train_steps=6", "--eval_every=6", "--ema_decay=0.8",
-                     "--samples_per_class=0", "--eval_examples=32", *TINY])
+    run_main(
+        train,
+        [
+            f"--model_dir={model_dir}",
+            "--train_steps=6",
+            "--eval_every=6",
+            "--ema_decay=0.8",
+            "--samples_per_class=0",
+            "--eval_examples=32",
+            *TINY,
+        ],
+    )
     config = TrainConfig.from_json(os.path.join(model_dir, "run_config.json"))
     raw = train_lib.build_model(config, (8, 8, 1), 10)
     average = WeightAverage(raw, config.ema_decay)
@@ -218,16 +274,30 @@ def test_ema_weights_are_what_gets_evaluated_and_saved(tmp_path):
 
 @pytest.mark.parametrize(
     "argv",
-    [["--mixed_precision=bfloat16"], ["--mixed_precision=float16"], ["--jit_compile"],
-     ["--lr_schedule=cosine", "--clip_norm=0.5", "--dropout=0.2", "--head=logistic_mixture", "--num_mixtures=2"]],
+    [
+        ["--mixed_precision=bfloat16"],
+        ["--mixed_precision=float16"],
+        ["--jit_compile"],
+        ["--lr_schedule=cosine", "--clip_norm=0.5", "--dropout=0.2", "--head=logistic_mixture", "--num_mixtures=2"],
+    ],
 )
 def test_paper_scale_options_train(tmp_path, argv):
     import keras
 
     model_dir = str(tmp_path / "run")
     try:
-        run_main(train, [f"--model_dir={model_dir}", "--train_steps=4", "--eval_every=4", "--samples_per_class=1",
-                         "--eval_examples=32", *TINY, *argv])
+        run_main(
+            train,
+            [
+                f"--model_dir={model_dir}",
+                "--train_steps=4",
+                "--eval_every=4",
+                "--samples_per_class=1",
+                "--eval_examples=32",
+                *TINY,
+                *argv,
+            ],
+        )
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     metrics = json.load(open(os.path.join(model_dir, "metrics.json")))
