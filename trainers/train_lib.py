@@ -26,6 +26,7 @@ non-finite weights. SIGTERM / SIGINT (main thread only) checkpoint the current
 step and raise TrainingInterrupted; run again to resume.
 """
 
+import contextlib
 import hashlib
 import math
 import os
@@ -216,9 +217,7 @@ class _Run:
         self.step = read_scalar(self.optimizer.iterations)
         if restored:
             logging.info("Resumed from %s: step %d, optimizer iterations %d.", restored, self.step, self.step)
-        if self.chief:
-            layout.write_model_config(self.model, model_dir)
-            config.to_json(os.path.join(model_dir, layout.RUN_CONFIG), resolved_mixed_precision=precision)
+        self.precision = precision
         self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs")) if self.chief else None
         self.metrics_path = os.path.join(model_dir, layout.METRICS)
         self.metrics = layout.read_json(self.metrics_path, {})
@@ -231,7 +230,7 @@ class _Run:
         self.callbacks.set_params(
             {"epochs": math.ceil(config.train_steps / config.eval_every), "steps": config.eval_every, "verbose": 0}
         )
-        self._reconstruction_inputs = None
+        self._reconstruction_inputs = self._float32_model = self.evaluator = None
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -243,7 +242,10 @@ class _Run:
             and tf.io.gfile.exists(os.path.join(self.model_dir, layout.FINAL_MODEL))
         ):
             logging.info("The run in %s is already at train_steps=%d: nothing to do.", self.model_dir, self.step)
-            return self.metrics
+            return dict(self.metrics)
+        if self.chief:
+            layout.write_model_config(self.model, self.model_dir)
+            config.to_json(os.path.join(self.model_dir, layout.RUN_CONFIG), resolved_mixed_precision=self.precision)
         # Resumed runs reshuffle from seed + step: deterministic for a given resume point.
         train_data = data_lib.train_pipeline(self.data, config.batch_size, config.seed + self.step)
         iterator = iter(self.strategy.experimental_distribute_dataset(train_data))
@@ -251,7 +253,6 @@ class _Run:
             self.model, self.optimizer, self.strategy, config.batch_size, config.clip_norm, config.jit_compile,
             self.average,
         )  # fmt: skip
-        self.evaluator = make_evaluator(self.model)
         self.eval_data = data_lib.eval_pipeline(self.data, config.batch_size, max_examples=config.eval_examples)
         self.model.stop_training = False
         self.callbacks.on_train_begin()
@@ -275,8 +276,8 @@ class _Run:
             self.evaluate()  # resumed at the end of an unfinished run: finish it
         self.callbacks.on_train_end(self.metrics)
         if finite and self.chief:
-            with self.averaged_weights():
-                layout.save_model(layout.float32_copy(self.model), self.model_dir)  # serves in float32
+            with self.served_model() as model:
+                layout.save_model(model, self.model_dir)
         logging.info(
             "Done at step %d: test bits/dim %.4f, weights fingerprint %s",
             self.step, self.metrics.get("test_bits_per_dim", float("nan")), weights_fingerprint(self.model),
@@ -334,11 +335,23 @@ class _Run:
 
     # -- side effects -------------------------------------------------------------------------
 
-    def averaged_weights(self):
-        """A context with the Polyak averages in the model's weights (a no-op without EMA)."""
-        import contextlib
+    @contextlib.contextmanager
+    def served_model(self):
+        """The model as model.keras holds it: float32, with the Polyak averages as weights when EMA is on.
 
-        return self.average.swapped_in(self.step) if self.average is not None else contextlib.nullcontext()
+        Under mixed precision that is a float32 twin of the trained model (made once, its weights
+        copied in at each use). Evaluations and sample grids use it, so metrics.json is what
+        evaluating model.keras gives.
+        """
+        with self.average.swapped_in(self.step) if self.average is not None else contextlib.nullcontext():
+            if self.precision == "none":
+                yield self.model
+                return
+            if self._float32_model is None:
+                self._float32_model = layout.float32_copy(self.model)
+            else:
+                self._float32_model.set_weights(self.model.get_weights())
+            yield self._float32_model
 
     def _checkpoint_dir(self):
         if self.chief:
@@ -355,10 +368,12 @@ class _Run:
     def evaluate(self):
         """Test bits/dim with the averaged weights; updates metrics.json, summaries and the sample grid."""
         self.callbacks.on_test_begin()
-        with self.averaged_weights():
+        with self.served_model() as model:
+            if self.evaluator is None:  # one traced evaluator: the served model is the same object every time
+                self.evaluator = make_evaluator(model)
             bits = self.evaluator(self.eval_data)
             if self.chief and self.config.samples_per_class:
-                self.write_samples()
+                self.write_samples(model)
         logging.info("step %d: test bits/dim %.4f", self.step, bits)
         self.metrics.setdefault("initial_test_bits_per_dim", bits)
         self.metrics.update(step=self.step, test_bits_per_dim=bits, dataset=self.config.dataset)
@@ -368,7 +383,7 @@ class _Run:
         self.callbacks.on_test_end({"loss": bits, "bits_per_dim": bits})
         return bits
 
-    def write_samples(self):
+    def write_samples(self, model):
         """A sample grid: one row per class (or one row), or inputs and reconstructions for auto-encoders."""
         from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
         from trainers.grids import image_grid, reconstruction_grid
@@ -376,19 +391,19 @@ class _Run:
         height, width, channels = self.data.image_shape
         scale = 4 if height < 16 else 1
         per_row, seed = self.config.samples_per_class, self.config.seed
-        if isinstance(self.model, PixelCNNAutoEncoder):
+        if isinstance(model, PixelCNNAutoEncoder):
             # One row per fixed test image: the input, then its sampled reconstructions.
             inputs = self.reconstruction_inputs()
-            samples = self.model.reconstruct(inputs, per_row, seed=seed)
+            samples = model.reconstruct(inputs, per_row, seed=seed)
             self._write_grid(
                 reconstruction_grid(inputs, np.asarray(samples), scale=scale), "inputs_then_reconstructions"
             )
             return
-        rows = self.model.num_classes or 1
-        if self.model.num_classes:
-            samples = self.model.sample(condition=np.repeat(np.arange(rows), per_row), seed=seed)
+        rows = model.num_classes or 1
+        if model.num_classes:
+            samples = model.sample(condition=np.repeat(np.arange(rows), per_row), seed=seed)
         else:
-            samples = self.model.sample(num_samples=per_row, seed=seed)
+            samples = model.sample(num_samples=per_row, seed=seed)
         grid = image_grid(np.asarray(samples).reshape(rows, per_row, height, width, channels), scale=scale)
         self._write_grid(grid, "samples_one_row_per_class")
 
