@@ -69,11 +69,17 @@ class SoftmaxHead:
         return ops.transpose(logits, (0, 1, 2, 4, 3))
 
     def log_prob(self, params, images):
-        """Log-likelihood in nats of integer-valued images [B, H, W, C] -> [B]."""
-        log_probs = ops.log_softmax(_float(params), axis=-1)
-        values = ops.cast(images, "int32")[..., None]
-        per_subpixel = ops.take_along_axis(log_probs, values, axis=-1)
-        return ops.sum(per_subpixel, axis=(1, 2, 3, 4))
+        """Log-likelihood in nats of integer-valued images [B, H, W, C] -> [B].
+
+        log p(x) = logit[x] - logsumexp(logits) per sub-pixel, with logits [B, H, W, C, 256].
+        """
+        logits = _float(params)
+        # The target logit as a one-hot product rather than a gather from log_softmax: no
+        # [..., 256] log_softmax tensor, and an elementwise gradient instead of a scatter
+        # (take_along_axis's gradient, UnsortedSegmentSum in TF, was ~6% of a training step).
+        one_hot = ops.one_hot(ops.cast(images, "int32"), PIXEL_LEVELS, dtype=logits.dtype)
+        per_subpixel = ops.sum(logits * one_hot, axis=-1) - ops.logsumexp(logits, axis=-1)  # [B, H, W, C]
+        return ops.sum(per_subpixel, axis=(1, 2, 3))
 
     def sample_step(self, pixel_params, pixel, channel, temperature, noise):
         """Draws channel ``channel`` of one pixel.
