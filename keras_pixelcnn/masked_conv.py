@@ -133,6 +133,8 @@ class MaskedConv2D(keras.layers.Layer):
         self.mask = causal_mask(
             self.kernel_size, self.anchor, in_channels, self.filters, self.mask_type, self.color_channels
         )
+        # Nothing masked (the vertical stack, 1x1 convs with one colour group): skip the multiply and its gradient.
+        self._unmasked = bool(self.mask.all())
 
     @property
     def padding(self):
@@ -150,7 +152,9 @@ class MaskedConv2D(keras.layers.Layer):
 
         The cached sampler feeds it exactly the window one output needs.
         """
-        kernel = self.kernel * ops.convert_to_tensor(self.mask, dtype=self.kernel.dtype)
+        kernel = self.kernel
+        if not self._unmasked:
+            kernel = kernel * ops.convert_to_tensor(self.mask, dtype=kernel.dtype)
         outputs = ops.conv(inputs, ops.cast(kernel, inputs.dtype), padding="valid")
         if self.bias is not None:
             outputs = outputs + ops.cast(self.bias, outputs.dtype)
