@@ -16,6 +16,7 @@ Sampling steps and their randomness:
 
 import math
 
+import numpy as np
 from keras import ops
 
 from keras_pixelcnn.validation import check_positive_int
@@ -67,6 +68,21 @@ class SoftmaxHead:
         shape = ops.shape(outputs)
         logits = ops.reshape(outputs, (shape[0], shape[1], shape[2], PIXEL_LEVELS, self.channels))
         return ops.transpose(logits, (0, 1, 2, 4, 3))
+
+    @property
+    def output_order(self):
+        """The network's output maps in channel-major order: int [256 C], map ``level * C + c`` at ``c * 256 + level``.
+
+        A 1x1 convolution whose kernel columns are taken in this order emits the logits already
+        laid out as [..., C, 256] (``params_from_ordered_outputs``): permuting the kernel is
+        cheaper than transposing the [B, H, W, C, 256] logits and their gradient.
+        """
+        return np.arange(PIXEL_LEVELS * self.channels).reshape(PIXEL_LEVELS, self.channels).T.reshape(-1)
+
+    def params_from_ordered_outputs(self, outputs):
+        """[B, H, W, 256 C] in ``output_order`` -> logits [B, H, W, C, 256]."""
+        shape = ops.shape(outputs)
+        return ops.reshape(outputs, (shape[0], shape[1], shape[2], self.channels, PIXEL_LEVELS))
 
     def log_prob(self, params, images):
         """Log-likelihood in nats of integer-valued images [B, H, W, C] -> [B].
@@ -143,6 +159,8 @@ class LogisticMixtureHead:
     @property
     def num_outputs(self):
         return self.num_mixtures * (1 + 2 * self.channels + self.num_coeffs)
+
+    output_order = None  # the parameters are the outputs as they come
 
     def params_from_outputs(self, outputs):
         return outputs

@@ -178,8 +178,11 @@ class PixelCNNBase(LikelihoodModel):
 
     def head_params(self, features):
         """Trunk features [B, h, w, filters] -> the head's parameters at those pixels."""
-        outputs = self.head_out(ops.relu(self.head_hidden(ops.relu(features))))
-        return self.head.params_from_outputs(outputs)
+        hidden = ops.relu(self.head_hidden(ops.relu(features)))
+        if self.head.output_order is None:
+            return self.head.params_from_outputs(self.head_out(hidden))
+        # The softmax head's logits straight in [..., C, 256] order: no transpose of them or their gradient.
+        return self.head.params_from_ordered_outputs(self.head_out(hidden, output_order=self.head.output_order))
 
     # -- likelihood -----------------------------------------------------------------
 
