@@ -142,17 +142,17 @@ class MaskedConv2D(keras.layers.Layer):
         (kh, kw), (ay, ax) = self.kernel_size, self.anchor
         return (ay, kh - 1 - ay), (ax, kw - 1 - ax)
 
-    def call(self, inputs, output_order=None):
+    def call(self, inputs):
         if self.kernel_size != (1, 1):
             inputs = ops.pad(inputs, ((0, 0),) + self.padding + ((0, 0),))
-        return self.conv_valid(inputs, output_order)
+        return self.conv_valid(inputs)
 
     def conv_valid(self, inputs, output_order=None):
         """The masked convolution without padding: [B, h, w, in] -> [B, h - kh + 1, w - kw + 1, filters].
 
         The cached sampler feeds it exactly the window one output needs. ``output_order``
-        (a permutation of range(filters), or None) emits output feature ``output_order[k]`` as
-        feature k, by permuting the kernel's columns rather than the (much larger) outputs.
+        (a numpy permutation of range(filters), or None) emits output feature ``output_order[k]``
+        as feature k, by permuting the kernel's columns rather than the (much larger) outputs.
         """
         kernel, mask, bias = self.kernel, self.mask, self.bias
         if output_order is not None:
