@@ -120,6 +120,7 @@ class PixelCNNBase(LikelihoodModel):
             name="head_out",
             dtype=self.dtype_policy,
         )
+        self.head_out.build((None, None, None, self.filters))  # head_params calls conv_valid, not __call__
         self._sample_functions = {}
         self.build()
 
