@@ -9,9 +9,12 @@ In one process and one run:
     convolution and 1x1 link, times 3 for forward + backward;
   * the machine's dense convolution throughput measured in the same run (a 3x3,
     128 -> 128 convolution's forward + backward on the same batch), as the
-    reference the step's FLOP/s is compared with.
+    reference the step's FLOP/s is compared with: in float32 always, and in the
+    compute dtype too with ``--mixed_precision=bfloat16`` (the model then runs
+    under Keras's mixed_bfloat16 policy: bfloat16 compute, float32 weights).
 
     PYTHONPATH=. .venv/bin/python bench/training.py --layers 4 --filters 96 --batch 32 --steps 20
+    PYTHONPATH=. .venv/bin/python bench/training.py --mixed_precision=bfloat16 --no_mirrored
 """
 
 import argparse
@@ -42,15 +45,16 @@ def useful_forward_flops(model):
     return flops
 
 
-def dense_conv_flops_per_second(batch, repeats=5):
-    """Forward + backward FLOP/s of a plain 3x3 128 -> 128 convolution on [batch, 32, 32, 128]."""
-    x = tf.random.normal([batch, 32, 32, 128])
+def dense_conv_flops_per_second(batch, dtype="float32", repeats=5):
+    """Forward + backward FLOP/s of a plain 3x3 128 -> 128 convolution on [batch, 32, 32, 128] in ``dtype``."""
+    x = tf.random.normal([batch, 32, 32, 128], dtype=dtype)
     kernel = tf.Variable(tf.random.normal([3, 3, 128, 128]))
 
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            y = tf.nn.conv2d(x, kernel, 1, "SAME")
+            y = tf.nn.conv2d(x, tf.cast(kernel, dtype), 1, "SAME")
+            y = tf.cast(y, "float32")
             loss = tf.reduce_sum(y * y)
         return tape.gradient(loss, kernel)
 
@@ -90,19 +94,29 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--mixed_precision", choices=("none", "bfloat16"), default="none",
+                        help="none: float32; bfloat16: Keras's mixed_bfloat16 policy for the model")
+    parser.add_argument("--no_mirrored", action="store_true", help="skip the MirroredStrategy measurement")
     args = parser.parse_args()
+    if args.mixed_precision == "bfloat16":
+        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     default, model = images_per_second(tf.distribute.get_strategy(), args)
-    mirrored, _ = images_per_second(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), args)
+    result = {**vars(args), "params": model.count_params(), "default_img_per_s": round(default, 1)}
+    if not args.no_mirrored:
+        mirrored, _ = images_per_second(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), args)
+        result.update(mirrored_2_logical_cpus_img_per_s=round(mirrored, 1),
+                      mirrored_over_default=round(mirrored / default, 2))
     step_flops_per_image = 3 * useful_forward_flops(model)
     achieved = default * step_flops_per_image
     reference = dense_conv_flops_per_second(args.batch)
-    print(json.dumps({
-        **vars(args), "params": model.count_params(), "default_img_per_s": round(default, 1),
-        "mirrored_2_logical_cpus_img_per_s": round(mirrored, 1), "mirrored_over_default": round(mirrored / default, 2),
-        "useful_train_gflop_per_image": round(step_flops_per_image / 1e9, 3),
-        "achieved_gflop_per_s": round(achieved / 1e9, 1), "dense_conv_gflop_per_s": round(reference / 1e9, 1),
-        "achieved_over_dense_conv": round(achieved / reference, 2),
-    }))
+    result.update(useful_train_gflop_per_image=round(step_flops_per_image / 1e9, 3),
+                  achieved_gflop_per_s=round(achieved / 1e9, 1), dense_conv_gflop_per_s=round(reference / 1e9, 1),
+                  achieved_over_dense_conv=round(achieved / reference, 2))
+    if args.mixed_precision == "bfloat16":
+        reference_bf16 = dense_conv_flops_per_second(args.batch, "bfloat16")
+        result.update(dense_conv_bf16_gflop_per_s=round(reference_bf16 / 1e9, 1),
+                      achieved_over_dense_conv_bf16=round(achieved / reference_bf16, 2))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

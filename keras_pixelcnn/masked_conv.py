@@ -133,6 +133,8 @@ class MaskedConv2D(keras.layers.Layer):
         self.mask = causal_mask(
             self.kernel_size, self.anchor, in_channels, self.filters, self.mask_type, self.color_channels
         )
+        # Nothing masked (the vertical stack, 1x1 convs with one colour group): skip the multiply and its gradient.
+        self._unmasked = bool(self.mask.all())
 
     @property
     def padding(self):
@@ -145,15 +147,22 @@ class MaskedConv2D(keras.layers.Layer):
             inputs = ops.pad(inputs, ((0, 0),) + self.padding + ((0, 0),))
         return self.conv_valid(inputs)
 
-    def conv_valid(self, inputs):
+    def conv_valid(self, inputs, output_order=None):
         """The masked convolution without padding: [B, h, w, in] -> [B, h - kh + 1, w - kw + 1, filters].
 
-        The cached sampler feeds it exactly the window one output needs.
+        The cached sampler feeds it exactly the window one output needs. ``output_order``
+        (a numpy permutation of range(filters), or None) emits output feature ``output_order[k]``
+        as feature k, by permuting the kernel's columns rather than the (much larger) outputs.
         """
-        kernel = self.kernel * ops.convert_to_tensor(self.mask, dtype=self.kernel.dtype)
+        kernel, mask, bias = self.kernel, self.mask, self.bias
+        if output_order is not None:
+            kernel, mask = ops.take(kernel, output_order, axis=-1), mask[..., output_order]
+            bias = None if bias is None else ops.take(bias, output_order, axis=0)
+        if not self._unmasked:
+            kernel = kernel * ops.convert_to_tensor(mask, dtype=kernel.dtype)
         outputs = ops.conv(inputs, ops.cast(kernel, inputs.dtype), padding="valid")
-        if self.bias is not None:
-            outputs = outputs + ops.cast(self.bias, outputs.dtype)
+        if bias is not None:
+            outputs = outputs + ops.cast(bias, outputs.dtype)
         return outputs
 
     def compute_output_shape(self, input_shape):

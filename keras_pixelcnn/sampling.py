@@ -278,14 +278,14 @@ def sample_cached(model, batch_size, condition, temperature, seed):
         for index, block in enumerate(blocks):
             window = tf.concat([vertical[index][:, 1:], new_input], axis=1)
             v_pre, v_out = block.vertical_row(window, terms[index][0])
-            links.append(block.link(v_pre))
+            links.append(block.vertical_link(v_pre))
             windows.append(window)
             new_input = pad_columns(v_out)
         return windows, links
 
     def first_links():
         zeros = tf.zeros([batch_size, 1, width, p2], dtype)
-        return [block.link(zeros) for block in blocks]  # shift_down puts zeros above row 0
+        return [block.vertical_link(zeros) for block in blocks]  # shift_down puts zeros above row 0
 
     def row_terms(links, row):
         """Everything of row ``row`` that does not depend on its own pixels: [B, W, layers * 2p], group-major."""
