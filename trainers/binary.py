@@ -10,7 +10,9 @@ TensorFlow prints a start-up banner from C++ before its logging is set up
 variable silences, and on a machine without a GPU an ``E0000 ... failed call
 to cuInit`` line that is no error there. ``quiet_tensorflow_startup`` imports
 TensorFlow with file descriptor 2 captured and writes back every line that is
-not that noise. ``TF_CPP_MIN_LOG_LEVEL=0`` or ``--verbosity`` >= 1 keeps it all.
+not that noise, and sets ``TF_CPP_MIN_LOG_LEVEL=1`` (unless set) so that C++ INFO
+lines later on (XLA's compile notices) stay out too; warnings and errors are
+kept. ``TF_CPP_MIN_LOG_LEVEL=0`` or ``--verbosity`` >= 1 keeps it all.
 """
 
 import glob
@@ -50,6 +52,8 @@ def quiet_tensorflow_startup(argv=None):
     """Imports TensorFlow and initialises its devices with the start-up noise filtered out of stderr."""
     if "tensorflow" in sys.modules or _verbose(sys.argv if argv is None else argv):
         return
+    # C++ INFO lines after start-up (XLA's "Compiled cluster using XLA!", ...): warnings and errors stay.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     patterns = _BANNER + ([] if glob.glob("/dev/nvidia[0-9]*") else _NO_GPU)
     noise = re.compile("|".join(patterns))
     sys.stderr.flush()
