@@ -22,7 +22,6 @@ INVALID_ARGUMENT; 0 means no limit. The limit is recorded in
 not batch beyond it.
 """
 
-import os
 
 from absl import app, flags
 
@@ -63,8 +62,8 @@ def export_from_model_dir(
     Raises:
       app.UsageError: nothing to export, or a bad argument; the message names the flag.
     """
-    from keras_pixelcnn.export_lib import EXPORT_INFO_FILE, export_saved_model
-    from keras_pixelcnn.model_dir import load_model, read_json
+    from keras_pixelcnn.export_lib import export_info, export_saved_model
+    from keras_pixelcnn.model_dir import load_model
 
     try:
         model, source = load_model(model_dir, checkpoint)
@@ -74,7 +73,7 @@ def export_from_model_dir(
         path = export_saved_model(model, export_base, version, jit_compile=jit_compile, max_batch_size=max_batch_size)
     except ValueError as error:
         raise app.UsageError(f"--export_base={export_base} --version={version}: {error}") from error
-    info = read_json(os.path.join(path, EXPORT_INFO_FILE))
+    info = export_info(model, max_batch_size)
     limit = "none" if max_batch_size is None else f"{max_batch_size} (a TF-Serving batching config must not exceed it)"
     print(f"Exported {source} to {path}")
     print(f"Signatures ({info['model_kind']} model): {', '.join(info['signatures'])}")

@@ -19,8 +19,6 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from trainers import binary
-
 SAMPLE_SIGNATURE = "serving_default"
 LOG_PROB_SIGNATURE = "log_prob"
 # The signature contract: input name -> (dtype, rank); ranks 0 and 1 are exact, images are [B, H, W, C].
@@ -180,7 +178,7 @@ def main(argv):
 def run():
     """Console-script entry point (``pixelcnn-grpc-client``)."""
     define_flags()
-    binary.run(main)
+    app.run(main)
 
 
 if __name__ == "__main__":

@@ -491,7 +491,7 @@ def export_saved_model(model, export_base, version=None, *, jit_compile=False, m
     os.mkdir(temp_dir)  # honours the umask, unlike tempfile.mkdtemp (0700): the server may run as another user
     try:
         archive.write_out(temp_dir, verbose=False)
-        _write_warmup_requests(model, temp_dir, os.path.basename(export_base))
+        _write_warmup_requests(model, temp_dir, os.path.basename(export_base.rstrip("/")))
         _write_export_info(model, temp_dir, max_batch_size)
         if tf.io.gfile.exists(target):
             raise ValueError(f"version: {target} appeared during the export (a concurrent export?).")

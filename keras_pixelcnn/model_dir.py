@@ -72,10 +72,15 @@ def publish_directory(local_dir, target):
     for directory, _, names in os.walk(local_dir):
         files += [os.path.relpath(os.path.join(directory, name), local_dir) for name in names]
     files.sort(key=lambda name: name == "saved_model.pb")
-    for name in files:
-        destination = f"{target}/{name}"
-        tf.io.gfile.makedirs(os.path.dirname(destination))
-        tf.io.gfile.copy(os.path.join(local_dir, name), destination, overwrite=True)
+    try:
+        for name in files:
+            destination = f"{target}/{name}"
+            tf.io.gfile.makedirs(os.path.dirname(destination))
+            tf.io.gfile.copy(os.path.join(local_dir, name), destination, overwrite=True)
+    except BaseException:  # no half-copied version left behind
+        if tf.io.gfile.exists(target):
+            tf.io.gfile.rmtree(target)
+        raise
     shutil.rmtree(local_dir)
 
 

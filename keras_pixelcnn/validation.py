@@ -2,9 +2,8 @@
 
 Each check raises ValueError whose message starts with the argument's name,
 then says what was expected and what was given: ``"<name>: expected ..., got ..."``.
-Binaries reuse them for their flags by passing the flag as the name
-(``check_positive_int(FLAGS.train_steps, "--train_steps")``), or by prefixing
-``--`` to the message of ``check_pixelcnn_arguments``.
+The binaries turn such a message into a flag error by prefixing ``--`` to the
+argument's name (``trainers.binary.usage_error``).
 
 Rules shared by all checks: a bool is not an int (nor a number); numpy integer
 and float scalars count as ints and floats; checks return the value normalised

@@ -127,6 +127,10 @@ def test_bad_folders(tmp_path):
     (tmp_path / "broken" / "a" / "2.png").write_text("not a png")
     with pytest.raises(ValueError, match=r"cannot decode .*2.png as an image"):
         data.open_dataset(f"folder:{tmp_path}/broken")
+    write_png(str(tmp_path / "parts" / "train" / "a" / "1.png"), np.zeros((4, 4, 1), np.uint8))
+    write_png(str(tmp_path / "parts" / "test" / "1.png"), np.zeros((4, 4, 1), np.uint8))
+    with pytest.raises(ValueError, match="must both hold class subfolders or both hold images"):
+        data.open_dataset(f"folder:{tmp_path}/parts")
 
 
 def test_training_and_sampling_on_your_own_images(tmp_path):

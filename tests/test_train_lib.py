@@ -71,6 +71,13 @@ def test_train_and_evaluate_returns_the_final_metrics_and_resumes(tmp_path):
     assert sum(e[0] == "batch_end" for e in recorder.events) == 10
 
 
+def test_a_checkpoint_of_another_config_is_refused_by_name(tmp_path):
+    model_dir = str(tmp_path / "run")
+    train_lib.train_and_evaluate(TINY.replace(train_steps=2, eval_every=2), model_dir)
+    with pytest.raises(ValueError, match="model_dir: its checkpoint .*ckpt-2 does not fit this config"):
+        train_lib.train_and_evaluate(TINY.replace(train_steps=4, eval_every=2, ema_decay=0.9), model_dir)
+
+
 def test_callbacks_see_the_keras_hooks_and_stop_training_checkpoints(tmp_path):
     model_dir = str(tmp_path / "run")
     recorder = Recorder(stop_at=30)

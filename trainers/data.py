@@ -301,7 +301,8 @@ def _read_images(files, name):
     images, first = [], None
     for path, _ in files:
         try:
-            image = tf.io.decode_image(tf.io.gfile.GFile(path, "rb").read(), expand_animations=False).numpy()
+            with tf.io.gfile.GFile(path, "rb") as handle:
+                image = tf.io.decode_image(handle.read(), expand_animations=False).numpy()
         except (tf.errors.OpError, ValueError) as error:
             raise ValueError(f"dataset={name}: cannot decode {path} as an image: {str(error)[:200]}") from None
         if first is None:
@@ -325,6 +326,10 @@ def _folder(name, num_classes):
         if has_parts
         else {"all": _image_files(root, name)}
     )
+    if len({bool(classes) for classes, _ in listed.values()}) > 1:
+        raise ValueError(
+            f"dataset={name}: {root}/train and {root}/test must both hold class subfolders or both hold images."
+        )
     class_names = sorted(set().union(*(classes for classes, _ in listed.values())))
     parts = []
     for part, (_, files) in listed.items():

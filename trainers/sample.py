@@ -85,7 +85,7 @@ def read_image_file(path, image_shape):
     return pool
 
 
-def load_images(model_dir, image_ids, image_shape, images=None, split="test"):
+def load_images(model_dir, image_ids, image_shape, images=None, split="test", dataset=None, data_dir=None):
     """The images ``image_ids`` of the file ``images``, or of ``split`` of the run's data set.
 
     Returns uint8 [len(image_ids), H, W, C].
@@ -95,7 +95,7 @@ def load_images(model_dir, image_ids, image_shape, images=None, split="test"):
     if images:
         pool, source = read_image_file(images, image_shape), images
     else:
-        data = run_dataset(model_dir)
+        data = run_dataset(model_dir, dataset, data_dir)
         pool = np.stack([image.numpy() for image, _ in data.split(split).take(max(image_ids) + 1)])
         source = f"split={split} of dataset={data.name}"
     if max(image_ids) >= len(pool):
@@ -104,7 +104,7 @@ def load_images(model_dir, image_ids, image_shape, images=None, split="test"):
 
 
 def sample_grid(model, model_dir, mode="classes", class_ids=None, image_ids=None, images=None, steps=8, num=8,
-                temperature=1.0, seed=0, split="test"):  # fmt: skip
+                temperature=1.0, seed=0, split="test", dataset=None, data_dir=None):  # fmt: skip
     """Samples for ``mode``: (uint8 cells [rows, cols, H, W, C] for the PNG, samples [rows, num, H, W, C])."""
     from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
     from trainers.grids import reconstruction_cells
@@ -130,7 +130,7 @@ def sample_grid(model, model_dir, mode="classes", class_ids=None, image_ids=None
         )
     if mode == "reconstruct":
         image_ids = _ids("image_ids", image_ids) if image_ids else list(range(DEFAULT_RECONSTRUCTIONS))
-        inputs = load_images(model_dir, image_ids, model.image_shape, images, split)
+        inputs = load_images(model_dir, image_ids, model.image_shape, images, split, dataset, data_dir)
         samples = np.asarray(model.reconstruct(inputs, num, temperature=temperature, seed=seed))
         return reconstruction_cells(inputs, samples), samples
     image_ids = _ids("image_ids", image_ids) if image_ids else [0, 1]
@@ -138,7 +138,7 @@ def sample_grid(model, model_dir, mode="classes", class_ids=None, image_ids=None
         raise ValueError(f"image_ids: mode=interpolate takes exactly two ids, got {image_ids}.")
     if steps < 2:
         raise ValueError(f"steps: expected >= 2 (the end points included), got {steps}.")
-    image_a, image_b = load_images(model_dir, image_ids, model.image_shape, images, split)
+    image_a, image_b = load_images(model_dir, image_ids, model.image_shape, images, split, dataset, data_dir)
     samples, _ = model.interpolate(image_a, image_b, steps, num, temperature=temperature, seed=seed)
     samples = np.asarray(samples)
     return samples, samples
@@ -166,7 +166,8 @@ def sample_classes(model, class_ids, num, temperature, seed):
 
 
 def sample(model_dir, mode="classes", *, class_ids=None, image_ids=None, images=None, steps=8, num=8,
-           temperature=1.0, seed=0, split="test", checkpoint=None, out=None, out_npy=None, scale=0):  # fmt: skip
+           temperature=1.0, seed=0, split="test", checkpoint=None, out=None, out_npy=None, scale=0, dataset=None,
+           data_dir=None):  # fmt: skip
     """Samples a grid from the trained model of ``model_dir`` and writes it as a PNG.
 
     Args:
@@ -175,6 +176,7 @@ def sample(model_dir, mode="classes", *, class_ids=None, image_ids=None, images=
       class_ids, image_ids: lists of ints (or of digit strings).
       images: a .npy / .npz file of images to use instead of the run's data set.
       steps, num, temperature, seed, split: as the flags of the same names.
+      dataset, data_dir: the data ``image_ids`` index into (default: the training run's, from run_config.json).
       checkpoint: None (model.keras, else the latest checkpoint), or a checkpoint prefix or name.
       out: the PNG path (default: <model_dir>/samples/<mode>.png).
       out_npy: also write the samples here, uint8 [rows, num, H, W, C].
@@ -195,7 +197,7 @@ def sample(model_dir, mode="classes", *, class_ids=None, image_ids=None, images=
         raise ValueError(f"temperature: expected > 0, got {temperature}.")
     model = load_trained_model(model_dir, checkpoint)
     cells, samples = sample_grid(model, model_dir, mode, class_ids, image_ids, images, steps, num, temperature, seed,
-                                 split)  # fmt: skip
+                                 split, dataset, data_dir)  # fmt: skip
     scale = scale or (4 if model.image_shape[0] < 16 else 1)
     if out is None:
         import tensorflow as tf
@@ -216,6 +218,7 @@ def main(argv):
         FLAGS.model_dir, FLAGS.mode, class_ids=FLAGS.class_ids, image_ids=FLAGS.image_ids, images=FLAGS.images,
         steps=FLAGS.steps, num=FLAGS.num, temperature=FLAGS.temperature, seed=FLAGS.seed, split=FLAGS.split,
         checkpoint=FLAGS.checkpoint, out=FLAGS.out, out_npy=FLAGS.out_npy, scale=FLAGS.scale,
+        dataset=FLAGS.dataset if FLAGS["dataset"].present else None, data_dir=FLAGS.data_dir,
     )  # fmt: skip
     print(f"Wrote {samples.shape[0]} x {samples.shape[1]} samples (--mode={FLAGS.mode}) to {out}")
 

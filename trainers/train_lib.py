@@ -213,7 +213,13 @@ class _Run:
         )
         restored = tf.train.latest_checkpoint(os.path.join(model_dir, layout.CHECKPOINT_DIR))
         if restored:
-            self.checkpoint.restore(restored).assert_existing_objects_matched()
+            try:
+                self.checkpoint.restore(restored).assert_existing_objects_matched()
+            except AssertionError as error:  # e.g. other num_layers / filters, or ema_decay turned on
+                raise ValueError(
+                    f"model_dir: its checkpoint {restored} does not fit this config (a changed architecture or "
+                    f"ema_decay?); use a new model_dir. {str(error).splitlines()[0][:200]}"
+                ) from error
         self.step = read_scalar(self.optimizer.iterations)
         if restored:
             logging.info("Resumed from %s: step %d, optimizer iterations %d.", restored, self.step, self.step)
