@@ -174,18 +174,16 @@ def _cached_weights(model, dtype):
 
     Every feature axis inside a pixel is put in group-major order (group 0's
     features first), so "groups <= g" is a prefix and group g a contiguous
-    block. The horizontal convolution of layer l is split in two:
-    ``past[l]`` takes the flattened ceil(n/2) - 1 past columns (all features)
-    to all 2p fused [tanh | sigmoid] inputs, in group-major order;
-    ``current[l][g]`` takes the current pixel's allowed groups to group g's 2 p / G
-    fused inputs (None for group 0 under mask "A": nothing allowed).
+    block. For layer l and group g, ``horizontal[l][g]`` is one matrix taking
+    the flattened window (ceil(n/2) - 1 past columns, all features, then the
+    current pixel's allowed groups) to group g's fused [tanh | sigmoid] inputs.
 
     ``vertical[l]`` is layer l's vertical convolution as one matrix over a
     flattened ceil(n/2) x n window (rows, then columns, then features) and its bias.
 
     Returns:
-      dict with ``vertical``, ``past`` (per layer), ``current``, ``out``, ``skip``
-      (per layer, per group), ``hidden`` and ``head`` (per group), and
+      dict with ``vertical`` (per layer), ``horizontal``, ``out``, ``skip`` (per
+      layer, per group), ``hidden`` and ``head`` (per group), and
       ``fused_order``: the fused 2p features of a layer in group-major
       [tanh | sigmoid] blocks.
     """
@@ -197,8 +195,7 @@ def _cached_weights(model, dtype):
     p_columns = _group_columns(p, groups)
     p_order = sum(p_columns, [])
     fused_columns = [columns + [p + c for c in columns] for columns in p_columns]
-    fused_order = sum(fused_columns, [])
-    weights = {"vertical": [], "past": [], "current": [], "out": [], "skip": [], "fused_order": fused_order}
+    weights = {"vertical": [], "horizontal": [], "out": [], "skip": [], "fused_order": sum(fused_columns, [])}
     for index, block in enumerate(model.blocks):
         features = channels if index == 0 else p
         vertical = _masked_kernel(block.vertical_conv, dtype)  # [half, n, F, 2p], no mask
@@ -207,12 +204,11 @@ def _cached_weights(model, dtype):
         in_order = sum(_group_columns(features, groups), [])
         kernel = tf.gather(_masked_kernel(block.horizontal_conv, dtype)[0], in_order, axis=1)  # [half, F, 2p]
         past = tf.reshape(kernel[: half - 1], [(half - 1) * features, 2 * p])
-        weights["past"].append(tf.gather(past, fused_order, axis=1))
         per_group = []
         for group, columns in enumerate(fused_columns):
             allowed = (group if block.first else group + 1) * (features // groups)  # mask A / B at the pixel
-            per_group.append(tf.gather(kernel[half - 1, :allowed], columns, axis=1) if allowed else None)
-        weights["current"].append(per_group)
+            per_group.append(tf.gather(tf.concat([past, kernel[half - 1, :allowed]], 0), columns, axis=1))
+        weights["horizontal"].append(per_group)
         weights["out"].append(_pointwise_weights(block.horizontal_out, groups, dtype, p_order, p_columns))
         weights["skip"].append(
             None if block.skip_out is None else _pointwise_weights(block.skip_out, groups, dtype, p_order, p_columns)
@@ -329,17 +325,8 @@ def sample_cached(model, batch_size, condition, temperature, seed):
         return tf.matmul(inputs, kernel) + bias
 
     def pixel_body(pixel_terms, noise, history):
-        """One pixel: its C (or 1) sub-steps. Returns (pixel values float32 [B, C], the layers' inputs [B, F]).
-
-        The past columns' part of every layer's horizontal convolution (and the
-        row terms) is one matmul per layer up front, off the chain of dependent
-        sub-steps; each sub-step then multiplies only the current pixel's blocks.
-        """
+        """One pixel: its C (or 1) sub-steps. Returns (pixel values float32 [B, C], the layers' inputs [B, F])."""
         pixel = tf.zeros([batch_size, channels], tf.float32)
-        past = [  # [B, 2p] per layer, group-major
-            tf.matmul(history[index], weights["past"][index]) + pixel_terms[:, index * p2 : (index + 1) * p2]
-            for index in range(len(blocks))
-        ]
         layer_inputs = [[] for _ in blocks]  # per layer: its current-pixel input, one [B, F / G] block per group
         gated = [[] for _ in blocks]
         features, hidden = [], []
@@ -349,10 +336,10 @@ def sample_cached(model, batch_size, condition, temperature, seed):
             skips = []
             for index, block in enumerate(blocks):
                 allowed = group if block.first else group + 1
-                pre = past[index][:, group * 2 * block_size : (group + 1) * 2 * block_size]
-                if allowed:  # the current pixel's allowed groups, in order
-                    current = tf.concat(layer_inputs[index][:allowed], axis=-1)
-                    pre = pre + tf.matmul(current, weights["current"][index][group])
+                window = tf.concat([history[index]] + layer_inputs[index][:allowed], axis=-1)
+                offset = (index * groups + group) * 2 * block_size
+                pre = tf.matmul(window, weights["horizontal"][index][group])
+                pre = pre + pixel_terms[:, offset : offset + 2 * block_size]
                 z_f, z_g = tf.split(pre, 2, axis=-1)
                 gated[index].append(tf.tanh(z_f) * tf.sigmoid(z_g))
                 out = pointwise(gated[index], group, weights["out"][index][group])
