@@ -178,14 +178,10 @@ def _cached_weights(model, dtype):
     the flattened window (ceil(n/2) - 1 past columns, all features, then the
     current pixel's allowed groups) to group g's fused [tanh | sigmoid] inputs.
 
-    ``vertical[l]`` is layer l's vertical convolution as one matrix over a
-    flattened ceil(n/2) x n window (rows, then columns, then features) and its bias.
-
     Returns:
-      dict with ``vertical`` (per layer), ``horizontal``, ``out``, ``skip`` (per
-      layer, per group), ``hidden`` and ``head`` (per group), and
-      ``fused_order``: the fused 2p features of a layer in group-major
-      [tanh | sigmoid] blocks.
+      dict with ``horizontal``, ``out``, ``skip`` (per layer, per group),
+      ``hidden`` and ``head`` (per group), and ``fused_order``: the fused 2p
+      features of a layer in group-major [tanh | sigmoid] blocks.
     """
     import tensorflow as tf
 
@@ -195,12 +191,9 @@ def _cached_weights(model, dtype):
     p_columns = _group_columns(p, groups)
     p_order = sum(p_columns, [])
     fused_columns = [columns + [p + c for c in columns] for columns in p_columns]
-    weights = {"vertical": [], "horizontal": [], "out": [], "skip": [], "fused_order": sum(fused_columns, [])}
+    weights = {"horizontal": [], "out": [], "skip": [], "fused_order": sum(fused_columns, [])}
     for index, block in enumerate(model.blocks):
         features = channels if index == 0 else p
-        vertical = _masked_kernel(block.vertical_conv, dtype)  # [half, n, F, 2p], no mask
-        bias = 0.0 if block.vertical_conv.bias is None else tf.cast(block.vertical_conv.bias, dtype)
-        weights["vertical"].append((tf.reshape(vertical, [-1, 2 * p]), bias))
         in_order = sum(_group_columns(features, groups), [])
         kernel = tf.gather(_masked_kernel(block.horizontal_conv, dtype)[0], in_order, axis=1)  # [half, F, 2p]
         past = tf.reshape(kernel[: half - 1], [(half - 1) * features, 2 * p])
@@ -277,19 +270,6 @@ def sample_cached(model, batch_size, condition, temperature, seed):
     def pad_columns(row):
         return tf.pad(row, [[0, 0], [0, 0], [side, side], [0, 0]])
 
-    def vertical_row(window, index):
-        """Layer ``index``'s vertical pre-activations for one row: window [B, half, W + n - 1, F] -> [B, 1, W, 2p].
-
-        One matmul over the gathered windows (im2col) rather than a convolution
-        over a one-row output, which XLA's CPU backend (and TF) run 2-3 times slower.
-        """
-        kernel, bias = weights["vertical"][index]
-        columns = tf.concat(
-            [window[:, r, c : c + width] for r in range(half) for c in range(model.kernel_size)], axis=-1
-        )  # [B, W, half * n * F], ordered as the kernel's rows
-        v_pre = tf.matmul(tf.reshape(columns, [-1, kernel.shape[0]]), kernel) + bias
-        return tf.reshape(v_pre, [batch_size, 1, width, p2])
-
     def vertical_pass(vertical, previous_row, row):
         """Advances every layer's vertical window by image row ``row``; returns the links for row + 1."""
         new_input = pad_columns(scaled(previous_row[:, None]))
@@ -297,11 +277,10 @@ def sample_cached(model, batch_size, condition, temperature, seed):
         links, windows = [], []
         for index, block in enumerate(blocks):
             window = tf.concat([vertical[index][:, 1:], new_input], axis=1)
-            v_pre = vertical_row(window, index)
+            v_pre, v_out = block.vertical_row(window, terms[index][0])
             links.append(block.link(v_pre))
             windows.append(window)
-            v_f, v_g = tf.split(v_pre + terms[index][0], 2, axis=-1)
-            new_input = pad_columns(tf.tanh(v_f) * tf.sigmoid(v_g))  # the gate, as in blocks.gate
+            new_input = pad_columns(v_out)
         return windows, links
 
     def first_links():
