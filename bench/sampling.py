@@ -23,6 +23,8 @@ tf.saved_model.load, default export and ``jit_compile=True`` export, at
 ``--serve_batches``.
 
     .venv/bin/python bench/sampling.py            # about 15 minutes on 2 CPU cores
+    .venv/bin/python bench/sampling.py --rows 32x32x3:1,32x32x3:64,28x28x1:1 --cached_only
+                                                  # the XLA targets' rows: forward, graph, xla
 """
 
 import argparse
@@ -105,14 +107,16 @@ def tfp_pixelcnn(image_shape, target_params):
     return best
 
 
-def bench_model(name, image_shape, layers, filters, batches, serve_batches, real_naive_limit_s):
+def bench_model(name, image_shape, layers, filters, batches, serve_batches, real_naive_limit_s, cached_only=False):
+    """Prints (and returns) one JSON row per batch size; ``cached_only`` skips naive, tfp and the served model."""
     height, width, channels = image_shape
     model = keras_pixelcnn.ConditionalPixelCNN(image_shape, num_layers=layers, filters=filters, kernel_size=5)
     steps = height * width * model.head.steps_per_pixel
     forward_fn = tf.function(lambda x: model(x, training=False))
-    dist, tfp_params, tfp_filters = tfp_pixelcnn(image_shape, model.count_params())
-    tfp_forward_fn = tf.function(lambda x: dist.network(x / 127.5 - 1.0))
-    tfp_sample_fn = tf.function(lambda n: dist.sample(n, seed=0))
+    if not cached_only:
+        dist, tfp_params, tfp_filters = tfp_pixelcnn(image_shape, model.count_params())
+        tfp_forward_fn = tf.function(lambda x: dist.network(x / 127.5 - 1.0))
+        tfp_sample_fn = tf.function(lambda n: dist.sample(n, seed=0))
     def draw(params, pixel, key):
         uniform = uniform_noise(key, tf.constant([0]), tf.shape(params)[0], model.head.noise_size)[0]
         return model.head.sample_step(params, pixel, 0, tf.constant(1.0), model.head.noise(uniform, "float32"))
@@ -127,6 +131,15 @@ def bench_model(name, image_shape, layers, filters, batches, serve_batches, real
         forward = timed(lambda: forward_fn(images), repeats=3)
         graph = timed(lambda: model.sample(num_samples=batch, seed=0, jit_compile=False))
         first, xla = first_call_and_warm(lambda: model.sample(num_samples=batch, seed=0, jit_compile=True))
+        row = dict(
+            model=name, batch=batch, steps=steps, forward_s=round(forward, 4), graph_s=round(graph, 3),
+            xla_s=round(xla, 3), xla_compile_s=round(first - xla, 2), graph_over_forward=round(graph / forward, 1),
+            xla_over_forward=round(xla / forward, 2),
+        )
+        if cached_only:
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            continue
         params = forward_fn(images)[:, 0, 0]
         draw = timed(lambda: draw_fn(params, images[:, 0, 0], key), repeats=3)
         naive, naive_measured = steps * (forward + draw), False
@@ -137,18 +150,15 @@ def bench_model(name, image_shape, layers, filters, batches, serve_batches, real
         tfp_time, tfp_measured = height * width * tfp_step, False
         if batch == 1:
             tfp_time, tfp_measured = timed(lambda: tfp_sample_fn(1)), True
-        rows.append(
-            dict(
-                model=name, tfp_params=tfp_params, tfp_filters=tfp_filters, batch=batch, steps=steps,
-                forward_s=round(forward, 4), graph_s=round(graph, 3), xla_s=round(xla, 3),
-                xla_compile_s=round(first - xla, 2), naive_s=round(naive, 1), naive_measured=naive_measured,
-                tfp_s=round(tfp_time, 1), tfp_measured=tfp_measured,
-                graph_over_forward=round(graph / forward, 1), xla_over_forward=round(xla / forward, 2),
-                naive_over_xla=round(naive / xla, 1), tfp_over_xla=round(tfp_time / xla, 1),
-                tfp_over_graph=round(tfp_time / graph, 1),
-            )
+        row.update(
+            tfp_params=tfp_params, tfp_filters=tfp_filters, naive_s=round(naive, 1), naive_measured=naive_measured,
+            tfp_s=round(tfp_time, 1), tfp_measured=tfp_measured, naive_over_xla=round(naive / xla, 1),
+            tfp_over_xla=round(tfp_time / xla, 1), tfp_over_graph=round(tfp_time / graph, 1),
         )
-        print(json.dumps(rows[-1]), flush=True)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if cached_only:
+        return rows
     for jit_compile in (False, True):
         served = served_samples_per_second(model, serve_batches, jit_compile)
         print(json.dumps(dict(model=name, served_jit_compile=jit_compile, samples_per_s=served)), flush=True)
@@ -162,11 +172,30 @@ def main():
     parser.add_argument(
         "--real_naive_limit_s", type=float, default=60.0, help="Run naive for real below this estimate."
     )
+    parser.add_argument(
+        "--rows", default=None,
+        help="Only these model:batch rows, e.g. 32x32x3:1,32x32x3:64,28x28x1:1 (default: every model x --batches).",
+    )
+    parser.add_argument(
+        "--cached_only", action="store_true", help="Time only forward, graph and xla (no naive, tfp, served model)."
+    )
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     serve = [int(b) for b in args.serve_batches.split(",")]
-    bench_model("32x32x3 (4 layers x 96, 5x5)", (32, 32, 3), 4, 96, batches, serve, args.real_naive_limit_s)
-    bench_model("28x28x1 (4 layers x 64, 5x5)", (28, 28, 1), 4, 64, batches, serve, args.real_naive_limit_s)
+    models = {
+        "32x32x3": ("32x32x3 (4 layers x 96, 5x5)", (32, 32, 3), 96),
+        "28x28x1": ("28x28x1 (4 layers x 64, 5x5)", (28, 28, 1), 64),
+    }
+    rows = {key: batches for key in models}
+    if args.rows:
+        pairs = [pair.split(":") for pair in args.rows.split(",")]
+        unknown = [pair for pair in pairs if len(pair) != 2 or pair[0] not in models]
+        if unknown:
+            parser.error(f"--rows: expected model:batch with a model in {sorted(models)}, got {unknown}")
+        rows = {key: [int(batch) for name, batch in pairs if name == key] for key in models}
+    for key, (name, shape, filters) in models.items():
+        if rows[key]:
+            bench_model(name, shape, 4, filters, rows[key], serve, args.real_naive_limit_s, args.cached_only)
 
 
 if __name__ == "__main__":
