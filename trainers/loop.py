@@ -60,6 +60,7 @@ def make_train_step(model, optimizer, strategy, global_batch_size, clip_norm=0.0
             # Clip the global gradient: sum the replicas' parts first, then hand the
             # optimizer 1/N of the clipped sum, which its own SUM all-reduce restores.
             context = tf.distribute.get_replica_context()
+            grads = [tf.convert_to_tensor(g) for g in grads]  # gathers give IndexedSlices, which cannot be scaled
             grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads) if num_replicas > 1 else grads
             grads, _ = tf.clip_by_global_norm(grads, clip_norm)
             grads = [g / num_replicas for g in grads]
