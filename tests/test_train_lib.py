@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import threading
+import types
 
 import keras
 import numpy as np
@@ -171,6 +172,18 @@ def test_ema_evaluates_the_averaged_weights(tmp_path):
         np.testing.assert_allclose(weight.numpy(), value.numpy(), rtol=1e-6)
 
 
+def test_weight_average_copies_first_then_warms_its_decay_up():
+    weight = tf.Variable(1.0)
+    average = WeightAverage(types.SimpleNamespace(trainable_variables=[weight]), decay=0.99)
+    average.update(1)  # the first update copies
+    assert average.averages[0].numpy() == pytest.approx(1.0)
+    weight.assign(0.0)
+    average.update(2)  # d = min(0.99, 3 / 12) = 0.25
+    assert average.averages[0].numpy() == pytest.approx(0.25)
+    average.update(1000)  # warmed up: d = 0.99
+    assert average.averages[0].numpy() == pytest.approx(0.25 * 0.99)
+
+
 def test_no_private_keras_optimizer_attributes_are_used():
     for folder in ("trainers", "keras_pixelcnn", "tests"):
         for name in os.listdir(os.path.join(REPO_ROOT, folder)):
@@ -234,6 +247,7 @@ def test_a_ram_filesystem_round_trip(tmp_path):
         ({"learning_rate": 0.0}, "learning_rate: expected a number > 0"),
         ({"ema_decay": 1.0}, "ema_decay: expected a value in \\[0, 1\\)"),
         ({"dropout": -0.1}, "dropout: expected a rate in"),
+        ({"weight_decay": -1e-4}, "weight_decay: expected a number >= 0"),
         ({"conditioning": "embedding"}, "embedding_model: required with conditioning=embedding"),
         ({"spatial_condition": True, "conditioning": "none"}, "spatial_condition: needs a condition"),
         ({"dataset": "no_such_dataset_xyz"}, "dataset: 'no_such_dataset_xyz' is neither"),
@@ -255,6 +269,13 @@ def test_presets_are_the_papers_settings():
         assert (preset.head, preset.conditioning, preset.dataset, preset.config) == ("softmax", "none", dataset, name)
         assert (preset.train_steps, preset.learning_rate, preset.ema_decay) == (200_000, 1e-3, 0.9995)
     assert PRESETS["cifar10"].dropout == 0.5 and PRESETS["imagenet32"].dropout == 0.0
+    assert {preset.weight_decay for preset in PRESETS.values()} == {0.0}  # the paper's Adam
+
+
+def test_weight_decay_selects_adamw():
+    assert type(train_lib.build_optimizer(TrainConfig(weight_decay=0.0))) is keras.optimizers.Adam
+    optimizer = train_lib.build_optimizer(TrainConfig(weight_decay=0.1))
+    assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.weight_decay == 0.1
 
 
 def test_run_config_json_round_trip_partial_files_and_absolute_paths(tmp_path, monkeypatch):
@@ -266,7 +287,7 @@ def test_run_config_json_round_trip_partial_files_and_absolute_paths(tmp_path, m
     # A file of an older trainer: fewer keys, nulls for unused ones, and a key that is no field.
     old = {"dataset": "digits", "conditioning": "class", "seed": 3, "bottleneck_dim": None, "data_dir": None,
            "config": None, "spatial_condition": False, "embedding_model": None, "retired_key": 1}  # fmt: skip
-    assert TrainConfig.from_json(json.dumps(old)) == TrainConfig(seed=3)
+    assert TrainConfig.from_json(json.dumps(old)) == TrainConfig(seed=3, weight_decay=0.0)  # older runs: Adam
     monkeypatch.chdir(tmp_path)
     absolute = config.with_absolute_paths()
     assert absolute.dataset == f"npz:{tmp_path}/data/x.npz" and absolute.embedding_model == f"{tmp_path}/e.keras"

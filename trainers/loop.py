@@ -97,16 +97,19 @@ def make_evaluator(model):
 
 
 class WeightAverage(tf.Module):
-    """Polyak averages of a model's trainable weights (``average = decay * average + (1 - decay) * weight``).
+    """Polyak averages of a model's trainable weights (``average = d * average + (1 - d) * weight``).
 
     Our own variables rather than the Keras optimizer's ``use_ema`` (whose averages
     are private attributes). Create it under the strategy's scope; it is tracked by
     ``tf.train.Checkpoint(..., weight_average=average)``. The first update copies
-    the weights (as Keras's optimizer EMA does).
+    the weights (as Keras's optimizer EMA does); after that the decay warms up as
+    in ``tf.train.ExponentialMovingAverage(num_updates=step)``: d = min(decay,
+    (1 + step) / (10 + step)). Without the warm-up the average of a short run is
+    mostly its initial weights (0.999^271 = 0.76 of it after 271 steps).
 
     Args:
       model: the model whose ``trainable_variables`` are averaged.
-      decay: in (0, 1).
+      decay: in (0, 1), the decay once warmed up.
     """
 
     def __init__(self, model, decay):
@@ -119,7 +122,8 @@ class WeightAverage(tf.Module):
 
     def update(self, step):
         """Folds the current weights in; ``step`` is the optimizer's iteration count after the update (>= 1)."""
-        decay = tf.cast(step > 1, tf.float32) * self.decay
+        step = tf.cast(step, tf.float32)
+        decay = tf.cast(step > 1, tf.float32) * tf.minimum(self.decay, (1.0 + step) / (10.0 + step))
         for average, variable in zip(self.averages, self._model_variables()):
             average.assign(decay * average + (1.0 - decay) * tf.cast(variable, average.dtype))
 

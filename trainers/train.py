@@ -67,7 +67,7 @@ flags.DEFINE_enum("head", DEFAULTS.head, HEADS, "Output distribution.")
 flags.DEFINE_integer("num_mixtures", DEFAULTS.num_mixtures, "Logistic mixture components.")
 flags.DEFINE_float("dropout", DEFAULTS.dropout, "Dropout rate inside each layer.")
 flags.DEFINE_integer("batch_size", DEFAULTS.batch_size, "Global batch size (split over replicas).")
-flags.DEFINE_float("learning_rate", DEFAULTS.learning_rate, "Adam learning rate.")
+flags.DEFINE_float("learning_rate", DEFAULTS.learning_rate, "Peak learning rate of Adam (AdamW with --weight_decay).")
 flags.DEFINE_enum("lr_schedule", DEFAULTS.lr_schedule, LR_SCHEDULES, "Learning-rate schedule.")
 flags.DEFINE_float("lr_decay_rate", DEFAULTS.lr_decay_rate, "Per-step decay factor of the exponential schedule.")
 flags.DEFINE_integer("train_steps", DEFAULTS.train_steps, "Total optimizer steps.")
@@ -81,6 +81,9 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("log_every", DEFAULTS.log_every, "Training summaries and log lines every this many steps.")
 flags.DEFINE_float("ema_decay", DEFAULTS.ema_decay, "Polyak averaging of the weights (e.g. 0.9995); 0 disables.")
+flags.DEFINE_float(
+    "weight_decay", DEFAULTS.weight_decay, "AdamW's decoupled weight decay (scaled by the learning rate); 0: Adam."
+)
 flags.DEFINE_float("clip_norm", DEFAULTS.clip_norm, "Clip the global gradient norm to this value; 0 disables.")
 flags.DEFINE_enum(
     "mixed_precision",

@@ -105,13 +105,16 @@ def build_model(config, image_shape, num_classes):
 
 
 def build_optimizer(config, loss_scaling=False):
-    """Adam with the config's learning-rate schedule (wrapped for loss scaling: float16 compute)."""
+    """Adam (AdamW with ``weight_decay``) with the config's learning-rate schedule (wrapped for loss scaling)."""
     learning_rate = config.learning_rate
     if config.lr_schedule == "exponential":
         learning_rate = keras.optimizers.schedules.ExponentialDecay(learning_rate, 1, config.lr_decay_rate)
     elif config.lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, config.train_steps)
-    optimizer = keras.optimizers.Adam(learning_rate)
+    if config.weight_decay:
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate)
     if loss_scaling:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
