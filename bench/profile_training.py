@@ -47,15 +47,16 @@ def op_durations(logdir):
     return totals
 
 
-LAYERS = ("vertical", "horizontal", "horizontal_out", "vertical_to_horizontal", "skip_out", "head_hidden",
-          "head_out", "condition", "gate")
+LAYERS = ("vertical", "horizontal", "horizontal_out", "skip_out", "head_hidden", "head_out", "condition")
 
 
 def _layer_of(scope):
-    """A readable key from an op's name scope: the innermost known layer (summed over blocks), "grad" if backward."""
-    parts = [re.sub(r"_\d+$", "", p) for p in scope.split("/")]
+    """A readable key from an op's name scope: the innermost named layer, else the block ("block": its
+    1x1 link, gates, pads and shift, which run in the block's own scope), summed over blocks; "grad " if backward.
+    """
+    parts = [re.sub(r"(_\d+)+$", "", p) for p in scope.split("/")]
     known = [p for p in parts if p in LAYERS]
-    layer = known[-1] if known else next((p for p in parts if p.startswith("gated")), "other")
+    layer = known[-1] if known else ("block" if "gated" in parts else "other")
     return ("grad " if "gradient_tape" in parts else "") + layer
 
 
