@@ -77,6 +77,9 @@ def test_a_checkpoint_of_another_config_is_refused_by_name(tmp_path):
     train_lib.train_and_evaluate(TINY.replace(train_steps=2, eval_every=2), model_dir)
     with pytest.raises(ValueError, match="model_dir: its checkpoint .*ckpt-2 does not fit this config"):
         train_lib.train_and_evaluate(TINY.replace(train_steps=4, eval_every=2, ema_decay=0.9), model_dir)
+    # A run resumed under other defaults is told the flags its first part recorded.
+    with pytest.raises(ValueError, match=rf"started with --num_layers={TINY.num_layers} \(run_config.json\); pass"):
+        train_lib.train_and_evaluate(TINY.replace(train_steps=4, eval_every=2, num_layers=3), model_dir)
 
 
 def test_callbacks_see_the_keras_hooks_and_stop_training_checkpoints(tmp_path):

@@ -194,6 +194,26 @@ def resolved_precision(config, model_dir):
     return resolve_mixed_precision(config.mixed_precision)
 
 
+# TrainConfig fields that shape the checkpoint's variables.
+CHECKPOINT_FIELDS = (
+    "conditioning", "bottleneck_dim", "spatial_condition", "num_layers", "filters", "kernel_size", "head",
+    "num_mixtures", "ema_decay",
+)  # fmt: skip
+
+
+def _recorded_differences(config, model_dir):
+    """Why a checkpoint may not fit: the CHECKPOINT_FIELDS run_config.json records otherwise, as flags to resume."""
+    recorded = layout.read_json(os.path.join(model_dir, layout.RUN_CONFIG), {})
+    changed = [
+        f"--{name}={recorded[name]}"
+        for name in CHECKPOINT_FIELDS
+        if name in recorded and recorded[name] != getattr(config, name)
+    ]
+    if not changed:
+        return " (a changed architecture or ema_decay?);"
+    return f"; the run was started with {' '.join(changed)} (run_config.json); pass those to resume it,"
+
+
 class _Run:
     """State and side effects of one training run (files written by the chief only)."""
 
@@ -218,10 +238,11 @@ class _Run:
         if restored:
             try:
                 self.checkpoint.restore(restored).assert_existing_objects_matched()
-            except AssertionError as error:  # e.g. other num_layers / filters, or ema_decay turned on
+            except (AssertionError, ValueError) as error:  # other num_layers / filters (shapes), or ema_decay on
                 raise ValueError(
-                    f"model_dir: its checkpoint {restored} does not fit this config (a changed architecture or "
-                    f"ema_decay?); use a new model_dir. {str(error).splitlines()[0][:200]}"
+                    f"model_dir: its checkpoint {restored} does not fit this config"
+                    f"{_recorded_differences(config, model_dir)} or use a new model_dir. "
+                    f"{str(error).splitlines()[0][:200]}"
                 ) from error
         self.step = read_scalar(self.optimizer.iterations)
         if restored:
