@@ -195,23 +195,20 @@ def resolved_precision(config, model_dir):
 
 
 # TrainConfig fields that shape the checkpoint's variables.
-CHECKPOINT_FIELDS = (
+_CHECKPOINT_FIELDS = (
     "conditioning", "bottleneck_dim", "spatial_condition", "num_layers", "filters", "kernel_size", "head",
     "num_mixtures", "ema_decay",
 )  # fmt: skip
 
 
-def _recorded_differences(config, model_dir):
-    """Why a checkpoint may not fit: the CHECKPOINT_FIELDS run_config.json records otherwise, as flags to resume."""
+def _recorded_flags(config, model_dir):
+    """["--name=value", ...] for the _CHECKPOINT_FIELDS that run_config.json records otherwise than ``config``."""
     recorded = layout.read_json(os.path.join(model_dir, layout.RUN_CONFIG), {})
-    changed = [
+    return [
         f"--{name}={recorded[name]}"
-        for name in CHECKPOINT_FIELDS
+        for name in _CHECKPOINT_FIELDS
         if name in recorded and recorded[name] != getattr(config, name)
     ]
-    if not changed:
-        return " (a changed architecture or ema_decay?);"
-    return f"; the run was started with {' '.join(changed)} (run_config.json); pass those to resume it,"
 
 
 class _Run:
@@ -239,9 +236,14 @@ class _Run:
             try:
                 self.checkpoint.restore(restored).assert_existing_objects_matched()
             except (AssertionError, ValueError) as error:  # other num_layers / filters (shapes), or ema_decay on
+                recorded = _recorded_flags(config, model_dir)
+                why = (
+                    f"; the run was started with {' '.join(recorded)} (run_config.json); pass those to resume it,"
+                    if recorded
+                    else " (a changed architecture or ema_decay?);"
+                )
                 raise ValueError(
-                    f"model_dir: its checkpoint {restored} does not fit this config"
-                    f"{_recorded_differences(config, model_dir)} or use a new model_dir. "
+                    f"model_dir: its checkpoint {restored} does not fit this config{why} or use a new model_dir. "
                     f"{str(error).splitlines()[0][:200]}"
                 ) from error
         self.step = read_scalar(self.optimizer.iterations)
