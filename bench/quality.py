@@ -129,7 +129,7 @@ def parse_overrides(items):
         elif isinstance(default, float):
             value = float(text)
         else:
-            value = None if text.strip().lower() == "none" else text.strip()
+            value = None if default is None and text.strip().lower() == "none" else text.strip()
         overrides[name] = value
     return overrides
 

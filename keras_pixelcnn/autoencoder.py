@@ -117,7 +117,7 @@ class PixelCNNAutoEncoder(LikelihoodModel):
       encoder: a Keras model mapping float32 images [B, H, W, C] with values
         0..255 to [B, D]; None for ``default_encoder(image_shape, D, encoder_filters)``.
       num_layers, filters, kernel_size, head, num_mixtures, dropout,
-        skip_connections: the decoder's options, as in ``ConditionalPixelCNN``.
+        skip_connections, dilation_rates: the decoder's options, as in ``ConditionalPixelCNN``.
       spatial_condition: condition the decoder on a location-dependent map
         s = m(h) (paper eq. 5) instead of the global V^T h.
       encoder_filters: width of the default encoder (unused with ``encoder``).
@@ -150,6 +150,7 @@ class PixelCNNAutoEncoder(LikelihoodModel):
         spatial_condition=False,
         dropout=0.0,
         skip_connections=False,
+        dilation_rates=None,
         encoder_filters=32,
         train_encoder=True,
         **kwargs,
@@ -169,6 +170,7 @@ class PixelCNNAutoEncoder(LikelihoodModel):
             spatial_condition=spatial_condition,
             dropout=dropout,
             skip_connections=skip_connections,
+            dilation_rates=dilation_rates,
             dtype=self.dtype_policy,
             name="decoder",
         )
@@ -331,6 +333,7 @@ class PixelCNNAutoEncoder(LikelihoodModel):
             "spatial_condition": decoder.spatial_condition,
             "dropout": decoder.dropout,
             "skip_connections": decoder.skip_connections,
+            "dilation_rates": list(decoder.dilation_rates),
             "encoder_filters": self.encoder_filters,
             "train_encoder": self.train_encoder,
         }
@@ -355,7 +358,7 @@ class EmbeddingConditionedPixelCNN(PixelCNNAutoEncoder):
         (values 0..255) to vectors [B, D]; D is read from it. The model is
         frozen in place and becomes part of this one (saved with it).
       num_layers, filters, kernel_size, head, num_mixtures, spatial_condition,
-        dropout, skip_connections: the decoder's options.
+        dropout, skip_connections, dilation_rates: the decoder's options.
     """
 
     def __init__(self, image_shape, embedding_model, **kwargs):

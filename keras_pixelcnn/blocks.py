@@ -71,9 +71,11 @@ class GatedBlock(keras.layers.Layer):
         in the last layer, whose vertical output is unused.
       skip: whether to emit a skip output.
       dropout: rate in [0, 1) applied to the gated horizontal features.
+      dilation_rate: d >= 1: both stacks' taps d rows / columns apart, so the
+        vertical stack reaches d * (ceil(n/2) - 1) rows up (1 = the paper's block).
 
-    Raises ValueError unless filters is a positive multiple of color_channels
-    and kernel_size an odd int >= 3.
+    Raises ValueError unless filters is a positive multiple of color_channels,
+    kernel_size an odd int >= 3 and dilation_rate an int >= 1.
 
     Call:
       ``block(v, h, condition=None, training=None)`` with v, h [B, H, W, F]
@@ -91,12 +93,14 @@ class GatedBlock(keras.layers.Layer):
         condition_vertical=True,
         skip=False,
         dropout=0.0,
+        dilation_rate=1,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.filters, self.kernel_size, self.color_channels, self.dropout = _check_block_arguments(
             filters, kernel_size, color_channels, dropout
         )
+        self.dilation_rate = check_positive_int(dilation_rate, "dilation_rate")
         self.first = bool(first)
         self.conditioned = bool(conditioned)
         self.condition_vertical = bool(condition_vertical)
@@ -108,6 +112,7 @@ class GatedBlock(keras.layers.Layer):
             (half, self.kernel_size),
             mask_type=None,
             anchor=(half - 1, self.kernel_size // 2),
+            dilation_rate=self.dilation_rate,
             name="vertical",
             dtype=self.dtype_policy,
         )
@@ -117,6 +122,7 @@ class GatedBlock(keras.layers.Layer):
             mask_type="A" if self.first else "B",
             color_channels=self.color_channels,
             anchor=(0, half - 1),
+            dilation_rate=(1, self.dilation_rate),
             name="horizontal",
             dtype=self.dtype_policy,
         )
@@ -193,11 +199,11 @@ class GatedBlock(keras.layers.Layer):
     # -- one row at a time, for the cached sampler (inference only) --------------------
 
     def vertical_row(self, window, v_bias):
-        """The vertical stack for one row from the ceil(n/2) rows ending at it.
+        """The vertical stack for one row from the d * (ceil(n/2) - 1) + 1 rows ending at it.
 
         Args:
-          window: [B, ceil(n/2), W + n - 1, F], the layer's vertical input,
-            zero-padded by n // 2 columns on each side (zero rows above row 0).
+          window: [B, d * (ceil(n/2) - 1) + 1, W + d * (n - 1), F], the layer's vertical
+            input, zero-padded by d * (n // 2) columns on each side (zero rows above row 0).
           v_bias: the vertical condition term for that row (broadcastable to [B, 1, W, 2p]).
 
         Returns:
@@ -218,6 +224,7 @@ class GatedBlock(keras.layers.Layer):
             condition_vertical=self.condition_vertical,
             skip=self.skip,
             dropout=self.dropout,
+            dilation_rate=self.dilation_rate,
         )
         return config
 

@@ -72,6 +72,9 @@ class MaskedConv2D(keras.layers.Layer):
       anchor: (ay, ax) kernel position of the output pixel; default the centre
         (kh // 2, kw // 2). The horizontal stack uses (0, kw - 1) with a
         1 x kw kernel, the vertical stack (kh - 1, kw // 2) with mask None.
+      dilation_rate: int or (dy, dx): kernel taps ``dy`` rows and ``dx`` columns
+        apart, as in keras.layers.Conv2D. The taps keep their raster order, so
+        the mask means the same at every rate.
       use_bias, kernel_initializer, bias_initializer: as in keras.layers.Conv2D.
 
     Shapes:
@@ -85,6 +88,7 @@ class MaskedConv2D(keras.layers.Layer):
         mask_type="B",
         color_channels=1,
         anchor=None,
+        dilation_rate=1,
         use_bias=True,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
@@ -109,6 +113,11 @@ class MaskedConv2D(keras.layers.Layer):
         self.anchor = (kh // 2, kw // 2) if anchor is None else tuple(map(int, anchor))
         if not (0 <= self.anchor[0] < kh and 0 <= self.anchor[1] < kw):
             raise ValueError(f"anchor: expected a position inside kernel {self.kernel_size}, got {self.anchor}.")
+        if is_int(dilation_rate):
+            dilation_rate = (dilation_rate, dilation_rate)
+        if not isinstance(dilation_rate, (tuple, list)) or len(dilation_rate) != 2:
+            raise ValueError(f"dilation_rate: expected an int or (rows, columns), got {dilation_rate!r}.")
+        self.dilation_rate = tuple(check_positive_int(d, "dilation_rate") for d in dilation_rate)
         self.mask_type = mask_type
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -139,8 +148,8 @@ class MaskedConv2D(keras.layers.Layer):
     @property
     def padding(self):
         """((top, bottom), (left, right)) zero padding that keeps H and W."""
-        (kh, kw), (ay, ax) = self.kernel_size, self.anchor
-        return (ay, kh - 1 - ay), (ax, kw - 1 - ax)
+        (kh, kw), (ay, ax), (dy, dx) = self.kernel_size, self.anchor, self.dilation_rate
+        return (ay * dy, (kh - 1 - ay) * dy), (ax * dx, (kw - 1 - ax) * dx)
 
     def call(self, inputs):
         if self.kernel_size != (1, 1):
@@ -148,7 +157,7 @@ class MaskedConv2D(keras.layers.Layer):
         return self.conv_valid(inputs)
 
     def conv_valid(self, inputs, output_order=None):
-        """The masked convolution without padding: [B, h, w, in] -> [B, h - kh + 1, w - kw + 1, filters].
+        """The masked convolution without padding: [B, h, w, in] -> [B, h - (kh - 1) dy, w - (kw - 1) dx, filters].
 
         The cached sampler feeds it exactly the window one output needs. ``output_order``
         (a numpy permutation of range(filters), or None) emits output feature ``output_order[k]``
@@ -160,7 +169,7 @@ class MaskedConv2D(keras.layers.Layer):
             bias = None if bias is None else ops.take(bias, output_order, axis=0)
         if not self._unmasked:
             kernel = kernel * ops.convert_to_tensor(mask, dtype=kernel.dtype)
-        outputs = ops.conv(inputs, ops.cast(kernel, inputs.dtype), padding="valid")
+        outputs = ops.conv(inputs, ops.cast(kernel, inputs.dtype), padding="valid", dilation_rate=self.dilation_rate)
         if bias is not None:
             outputs = outputs + ops.cast(bias, outputs.dtype)
         return outputs
@@ -176,6 +185,7 @@ class MaskedConv2D(keras.layers.Layer):
             mask_type=self.mask_type,
             color_channels=self.color_channels,
             anchor=self.anchor,
+            dilation_rate=self.dilation_rate,
             use_bias=self.use_bias,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),

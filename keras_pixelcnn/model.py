@@ -23,7 +23,7 @@ from keras_pixelcnn.conditioning import ConditionNetwork
 from keras_pixelcnn.heads import make_head
 from keras_pixelcnn.likelihood_model import LikelihoodModel, split_inputs
 from keras_pixelcnn.masked_conv import MaskedConv2D
-from keras_pixelcnn.validation import check_condition, check_images, check_pixelcnn_arguments
+from keras_pixelcnn.validation import check_condition, check_dilation_rates, check_images, check_pixelcnn_arguments
 
 
 def deserialized_config(config, *object_keys):
@@ -305,6 +305,12 @@ class ConditionalPixelCNN(PixelCNNBase):
     Args (beyond PixelCNNBase):
       skip_connections: sum 1x1 skip outputs of every layer into the head's
         input instead of using the last horizontal output.
+      dilation_rates: None (the paper: every layer 1) or one int >= 1 per
+        layer: layer l's taps are ``dilation_rates[l]`` pixels apart, which
+        widens the receptive field at no cost in weights or multiply-adds (with
+        kernel n, the vertical stack reaches sum_l d_l * (ceil(n/2) - 1) rows up;
+        TF runs dilated convolutions through SpaceToBatch on CPU and GPU, which
+        costs 10-20% of a training step).
 
     Example:
       model = ConditionalPixelCNN((28, 28, 1), num_layers=12, filters=64, num_classes=10)
@@ -315,11 +321,13 @@ class ConditionalPixelCNN(PixelCNNBase):
 
     sampling_methods = ("cached", "naive")
 
-    def __init__(self, image_shape, *args, skip_connections=False, **kwargs):
+    def __init__(self, image_shape, *args, skip_connections=False, dilation_rates=None, **kwargs):
         self.skip_connections = bool(skip_connections)
+        self._dilation_rates = dilation_rates  # checked against num_layers in _make_trunk
         super().__init__(image_shape, *args, **kwargs)
 
     def _make_trunk(self):
+        self.dilation_rates = check_dilation_rates(self._dilation_rates, self.num_layers)
         self._add_blocks(
             GatedBlock(
                 self.filters,
@@ -330,6 +338,7 @@ class ConditionalPixelCNN(PixelCNNBase):
                 condition_vertical=index < self.num_layers - 1,
                 skip=self.skip_connections,
                 dropout=self.dropout,
+                dilation_rate=self.dilation_rates[index],
                 name=f"gated_{index}",
                 dtype=self.dtype_policy,
             )
@@ -345,7 +354,11 @@ class ConditionalPixelCNN(PixelCNNBase):
         return sum(skips[1:], skips[0]) if self.skip_connections else h
 
     def get_config(self):
-        return {**super().get_config(), "skip_connections": self.skip_connections}
+        return {
+            **super().get_config(),
+            "skip_connections": self.skip_connections,
+            "dilation_rates": list(self.dilation_rates),
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_pixelcnn")

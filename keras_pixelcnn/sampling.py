@@ -219,15 +219,15 @@ def sample_cached(model, batch_size, condition, temperature, seed):
     Same arguments, result and random draws as ``sample_naive``, but each pixel
     computes only what it changes:
 
-    * vertical stack, once per row: every layer keeps the last ceil(n/2) rows of
-      its input; when row i-1 is complete its vertical outputs are computed for
-      that row only, and their link into the horizontal stack (a 1x1 conv of the
-      row's pre-activations), plus the horizontal biases and condition terms,
-      is kept for the whole of row i;
+    * vertical stack, once per row: every layer keeps the last d (ceil(n/2) - 1) + 1
+      rows of its input (d: its dilation rate); when row i-1 is complete its
+      vertical outputs are computed for that row only, and their link into the
+      horizontal stack (a 1x1 conv of the row's pre-activations), plus the
+      horizontal biases and condition terms, is kept for the whole of row i;
     * horizontal stack and head, once per pixel: every layer keeps the last
-      ceil(n/2) - 1 columns of its input in the current row. With the softmax
-      head's colour masks the pixel runs C sub-steps (unrolled): sub-step c
-      computes only colour group c of every layer (one matmul over the gathered
+      d (ceil(n/2) - 1) columns of its input in the current row and reads every
+      d-th. With the softmax head's colour masks the pixel runs C sub-steps
+      (unrolled): sub-step c computes only colour group c of every layer (one matmul over the gathered
       window, the gate, one matmul for the 1x1 output) and draws channel c;
       groups < c are final and reused, groups > c are not needed yet. With
       one group (C = 1, or the mixture head) that is one sub-step per pixel;
@@ -245,6 +245,7 @@ def sample_cached(model, batch_size, condition, temperature, seed):
     groups = model.color_channels
     half = math.ceil(model.kernel_size / 2)
     side = model.kernel_size // 2
+    rates = [block.dilation_rate for block in blocks]
     dtype = model.compute_dtype
     noise_dtype = _noise_dtype(model)
     p, p2 = model.filters, 2 * model.filters
@@ -267,20 +268,19 @@ def sample_cached(model, batch_size, condition, temperature, seed):
     def scaled(pixels):
         return tf.cast(pixels, dtype) / 127.5 - 1.0
 
-    def pad_columns(row):
-        return tf.pad(row, [[0, 0], [0, 0], [side, side], [0, 0]])
-
     def vertical_pass(vertical, previous_row, row):
         """Advances every layer's vertical window by image row ``row``; returns the links for row + 1."""
-        new_input = pad_columns(scaled(previous_row[:, None]))
+        new_input = scaled(previous_row[:, None])
         terms = biases(row)
         links, windows = [], []
         for index, block in enumerate(blocks):
             window = tf.concat([vertical[index][:, 1:], new_input], axis=1)
-            v_pre, v_out = block.vertical_row(window, terms[index][0])
+            padding = side * rates[index]
+            v_pre, v_out = block.vertical_row(tf.pad(window, [[0, 0], [0, 0], [padding, padding], [0, 0]]),
+                                              terms[index][0])  # fmt: skip
             links.append(block.vertical_link(v_pre))
             windows.append(window)
-            new_input = pad_columns(v_out)
+            new_input = v_out
         return windows, links
 
     def first_links():
@@ -297,6 +297,13 @@ def sample_cached(model, batch_size, condition, temperature, seed):
         fused = tf.concat(per_layer, axis=-1)[:, 0]  # the links are [B, 1, W, 2p]; the rest broadcasts
         order = [index * p2 + f for index in range(len(blocks)) for f in weights["fused_order"]]
         return tf.gather(fused, order, axis=-1)
+
+    def past_taps(history, index):
+        """Layer ``index``'s kernel taps left of the pixel from its history (the last d * (ceil(n/2) - 1) columns)."""
+        if rates[index] == 1:
+            return history
+        columns = tf.reshape(history, [batch_size, -1, input_features[index]])[:, :: rates[index]]
+        return tf.reshape(columns, [batch_size, (half - 1) * input_features[index]])
 
     def pointwise(blocks_in, group, kernel_bias):
         kernel, bias = kernel_bias
@@ -315,7 +322,7 @@ def sample_cached(model, batch_size, condition, temperature, seed):
             skips = []
             for index, block in enumerate(blocks):
                 allowed = group if block.first else group + 1
-                window = tf.concat([history[index]] + layer_inputs[index][:allowed], axis=-1)
+                window = tf.concat([past_taps(history[index], index)] + layer_inputs[index][:allowed], axis=-1)
                 offset = (index * groups + group) * 2 * block_size
                 pre = tf.matmul(window, weights["horizontal"][index][group])
                 pre = pre + pixel_terms[:, offset : offset + 2 * block_size]
@@ -347,7 +354,7 @@ def sample_cached(model, batch_size, condition, temperature, seed):
         steps = i * width * steps_per_pixel + tf.range(width * steps_per_pixel)
         noise = head.noise(uniform_noise(key, steps, batch_size, head.noise_size), noise_dtype)
         noise = tf.reshape(noise, [width, steps_per_pixel, batch_size, head.noise_size])
-        history = [tf.zeros([batch_size, (half - 1) * f], dtype) for f in input_features]
+        history = [tf.zeros([batch_size, d * (half - 1) * f], dtype) for d, f in zip(rates, input_features)]
 
         def step_body(j, history, pixels):
             pixel, inputs = pixel_body(tf.gather(terms, j, axis=1), tf.gather(noise, j), history)
@@ -363,7 +370,7 @@ def sample_cached(model, batch_size, condition, temperature, seed):
         return i + 1, row, windows, rows.write(i, row)
 
     previous_row = tf.zeros([batch_size, width, channels], tf.float32)
-    vertical = [tf.zeros([batch_size, half, width + 2 * side, f], dtype) for f in input_features]
+    vertical = [tf.zeros([batch_size, d * (half - 1) + 1, width, f], dtype) for d, f in zip(rates, input_features)]
     rows = tf.TensorArray(tf.float32, size=height, element_shape=[None, width, channels])
     _, _, _, rows = tf.while_loop(
         lambda i, *_: i < height, row_body, (tf.constant(0), previous_row, vertical, rows)

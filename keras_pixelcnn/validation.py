@@ -71,6 +71,16 @@ def check_odd_kernel_size(value, name="kernel_size"):
     return int(value)
 
 
+def check_dilation_rates(value, num_layers, name="dilation_rates"):
+    """None (every layer 1) or ``num_layers`` ints >= 1 -> a tuple of ``num_layers`` ints."""
+    if value is None:
+        return (1,) * num_layers
+    rates = tuple(value) if isinstance(value, (tuple, list)) else None
+    if rates is None or len(rates) != num_layers or not all(is_int(rate) and rate >= 1 for rate in rates):
+        raise ValueError(f"{name}: expected None or {num_layers} ints >= 1 (one per layer), got {value!r}.")
+    return tuple(int(rate) for rate in rates)
+
+
 def check_multiple(value, name, divisor, expected=None):
     """``value`` as a positive int divisible by ``divisor`` (features split into colour groups).
 

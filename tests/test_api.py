@@ -59,7 +59,7 @@ def test_fit_rejects_y_and_bad_data_before_training():
 @pytest.mark.parametrize(
     "model_class, kwargs",
     [
-        (kp.ConditionalPixelCNN, dict(num_classes=3, skip_connections=True)),
+        (kp.ConditionalPixelCNN, dict(num_classes=3, skip_connections=True, dilation_rates=(1, 2))),
         (
             kp.ConditionalPixelCNN,
             dict(head="logistic_mixture", num_mixtures=2, condition_shape=(5,), spatial_condition=True),

@@ -48,7 +48,7 @@ FULL_GRID = [
 ]
 
 
-def make_model(head, channels, conditioning, size, kernel, layers, skip, dtype="float64"):
+def make_model(head, channels, conditioning, size, kernel, layers, skip, dtype="float64", dilation_rates=None):
     kwargs, condition = CONDITIONS[conditioning]
     model = kp.ConditionalPixelCNN(
         size + (channels,),
@@ -58,14 +58,15 @@ def make_model(head, channels, conditioning, size, kernel, layers, skip, dtype="
         head=head,
         num_mixtures=2,
         skip_connections=skip,
+        dilation_rates=dilation_rates,
         dtype=dtype,
         **kwargs,
     )
     return randomize_weights(model, seed=layers + kernel, scale=0.3), condition
 
 
-def assert_same_images(config, temperature=1.0, seed=(5, 11)):
-    model, condition = make_model(*config)
+def assert_same_images(config, temperature=1.0, seed=(5, 11), dilation_rates=None):
+    model, condition = make_model(*config, dilation_rates=dilation_rates)
     args = (
         tf.constant(2),
         None if condition is None else tf.constant(condition),
@@ -87,6 +88,16 @@ def test_cached_equals_naive(config):
 @pytest.mark.parametrize("config", FULL_GRID, ids=lambda c: "-".join(map(str, c)))
 def test_cached_equals_naive_full_grid(config):
     assert_same_images(config, temperature=0.8)
+
+
+@pytest.mark.parametrize(
+    "config, rates",
+    [(("softmax", 3, "spatial_class", (6, 5), 3, 3, False), (1, 2, 3)),
+     (("logistic_mixture", 1, "class", (7, 6), 5, 3, True), (2, 1, 3))],
+    ids=["softmax", "mixture"],
+)  # fmt: skip
+def test_cached_equals_naive_with_dilation(config, rates):
+    assert_same_images(config, dilation_rates=rates)
 
 
 def test_public_api_default_is_cached_and_matches_naive():

@@ -30,6 +30,10 @@ def test_overrides_are_typed_like_the_config_fields(quality):
         ["learning_rate=0.005", "lr_schedule=cosine", "num_layers=8", "jit_compile=true"]
     )
     assert overrides == dict(learning_rate=0.005, lr_schedule="cosine", num_layers=8, jit_compile=True)
+    # "none" is None only for the optional fields; a string field keeps its word.
+    assert quality.parse_overrides(["dilation_rates=none", "num_classes=none"]) == dict(
+        dilation_rates="none", num_classes=None
+    )
     with pytest.raises(ValueError, match="override: expected FIELD=VALUE"):
         quality.parse_overrides(["no_such_field=1"])
 

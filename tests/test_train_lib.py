@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 
 from keras_pixelcnn.model_dir import load_model
 from trainers import evaluate, sample, train_lib
-from trainers.config import PRESETS, TrainConfig
+from trainers.config import PRESETS, TrainConfig, resolve_dilation_rates
 from trainers.loop import WeightAverage
 
 TINY = TrainConfig(num_layers=2, filters=8, batch_size=16, samples_per_class=0, eval_examples=32, log_every=5)
@@ -257,6 +257,9 @@ def test_a_ram_filesystem_round_trip(tmp_path):
         ({"dataset": "npz:"}, "dataset: expected a path after 'npz:'"),
         ({"batch_size": 0}, "batch_size: the global batch must split evenly"),
         ({"config": "cifar100"}, "config: expected None or one of"),
+        ({"dilation_rates": "1,2"}, "dilation_rates: expected auto, none or 6 comma-separated ints >= 1"),
+        ({"dilation_rates": "1,2,x,1,2,4"}, "dilation_rates: expected auto, none or 6"),
+        ({"dilation_rates": "1,0,1,1,1,1"}, "dilation_rates: expected auto, none or 6"),
     ],
 )
 def test_train_config_validation_names_the_field(changes, pattern):
@@ -273,6 +276,7 @@ def test_presets_are_the_papers_settings():
         assert (preset.train_steps, preset.learning_rate, preset.ema_decay) == (200_000, 1e-3, 0.9995)
     assert PRESETS["cifar10"].dropout == 0.5 and PRESETS["imagenet32"].dropout == 0.0
     assert {preset.weight_decay for preset in PRESETS.values()} == {0.0}  # the paper's Adam
+    assert {preset.dilation_rates for preset in PRESETS.values()} == {"none"}  # the paper's undilated trunk
 
 
 def test_weight_decay_selects_adamw():
@@ -295,3 +299,41 @@ def test_run_config_json_round_trip_partial_files_and_absolute_paths(tmp_path, m
     absolute = config.with_absolute_paths()
     assert absolute.dataset == f"npz:{tmp_path}/data/x.npz" and absolute.embedding_model == f"{tmp_path}/e.keras"
     assert TrainConfig(dataset="npz:gs://bucket/x.npz").with_absolute_paths().dataset == "npz:gs://bucket/x.npz"
+
+
+def test_auto_dilation_reaches_the_top_row_only_where_it_has_to():
+    assert resolve_dilation_rates("auto", 8, 6, 3) == (1,) * 6  # the embedded digits: the paper's trunk
+    assert resolve_dilation_rates("auto", 28, 6, 3) == (1, 2, 4, 8, 16, 1)
+    assert resolve_dilation_rates("auto", 28, 8, 5) == (1, 2, 4, 1, 2, 4, 1, 2)
+    assert resolve_dilation_rates("none", 28, 3, 3) == (1, 1, 1)
+    assert resolve_dilation_rates("2,1,3", 28, 3, 3) == (2, 1, 3)
+    for height, layers, kernel in [(16, 4, 3), (32, 15, 5), (64, 20, 5), (64, 6, 7), (9, 3, 3)]:
+        rates = resolve_dilation_rates("auto", height, layers, kernel)
+        assert 1 + kernel // 2 * sum(rates) >= height - 1 and max(rates) < height, (height, layers, kernel)
+        if 1 + kernel // 2 * layers >= height - 1:
+            assert set(rates) == {1}
+    # Too few layers to reach: the longest cycle they hold (one layer: no rate helps).
+    assert resolve_dilation_rates("auto", 64, 3, 7) == (1, 2, 4)
+    assert resolve_dilation_rates("auto", 64, 1, 3) == (1,)
+
+
+def test_dilation_is_resolved_recorded_kept_on_resume_and_saved(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (48, 12, 5, 1), dtype=np.uint8)
+    labels = np.arange(48) % 3
+    path = str(tmp_path / "tall.npz")
+    np.savez(path, images=images, labels=labels, test_images=images[:16], test_labels=labels[:16])
+    config = TINY.replace(dataset=f"npz:{path}", train_steps=2, eval_every=2, dilation_rates="auto")
+    model_dir = str(tmp_path / "run")
+    train_lib.train_and_evaluate(config, model_dir)  # 2 layers of 3x3 on 12 rows: auto dilates
+    recorded = read_json(os.path.join(model_dir, "run_config.json"))
+    assert (recorded["dilation_rates"], recorded["resolved_dilation_rates"]) == ("auto", [1, 2])
+    assert load_model(model_dir)[0].dilation_rates == (1, 2)
+    # A resume keeps the recorded resolution (here edited, as a later rule of "auto" might resolve otherwise).
+    recorded["resolved_dilation_rates"] = [2, 1]
+    with open(os.path.join(model_dir, "run_config.json"), "w") as handle:
+        json.dump(recorded, handle)
+    train_lib.train_and_evaluate(config.replace(train_steps=4), model_dir)
+    assert load_model(model_dir)[0].dilation_rates == (2, 1)
+    explicit = str(tmp_path / "explicit")
+    train_lib.train_and_evaluate(config.replace(dilation_rates="none"), explicit)
+    assert read_json(os.path.join(explicit, "run_config.json"))["resolved_dilation_rates"] == [1, 1]

@@ -93,6 +93,7 @@ def test_trainer_reads_tfds_datasets(tmp_path, dataset, channels):
         (["--dataset=downsampled_imagenet/32x32", "--conditioning=class"], "--conditioning=class: .* has no labels"),
         (["--dataset=mnist", "--data_dir={tmp}/empty"], "--dataset=mnist: not found in --data_dir="),
         (["--kernel_size=4"], "--kernel_size: expected an odd number"),
+        (["--num_layers=3", "--dilation_rates=1,2"], "--dilation_rates: expected auto, none or 3 comma-sep"),
         (["--ema_decay=1.5"], "--ema_decay: expected a value in"),
     ],
 )

@@ -96,6 +96,13 @@ def test_pixelcnn_arguments_checked_without_building_a_model():
         (lambda: kp.make_head("logistic_mixture", 3, 0), "num_mixtures: expected an int >= 1, got 0"),
         (lambda: kp.make_head("softmax", 0, 5), "channels: expected an int >= 1, got 0"),
         (lambda: kp.ConditionalPixelCNN((4, 4, 1), num_layers=True), "num_layers: expected an int >= 1, got True"),
+        (lambda: kp.GatedBlock(6, 3, dilation_rate=0), "dilation_rate: expected an int >= 1, got 0"),
+        (lambda: kp.MaskedConv2D(6, 3, dilation_rate=(1, 2, 1)), r"dilation_rate: expected an int or \(rows, col"),
+        (
+            lambda: kp.ConditionalPixelCNN((4, 4, 1), num_layers=2, dilation_rates=(1, 2, 4)),
+            r"dilation_rates: expected None or 2 ints >= 1 \(one per layer\), got \(1, 2, 4\)",
+        ),
+        (lambda: kp.PixelCNNAutoEncoder((4, 4, 1), 2, num_layers=1, dilation_rates=[0]), "dilation_rates: expected"),
         (lambda: kp.PixelCNN((4, 4, 1), dropout=True), r"dropout: expected a rate in \[0, 1\), got True"),
         (lambda: kp.PixelCNNAutoEncoder((4, 4, 1), True), "bottleneck_dim: expected an int >= 1, got True"),
         (lambda: kp.interpolation_conditions([0.0], [1.0], True), "steps: expected an int >= 2, got True"),

@@ -36,6 +36,10 @@ class TrainConfig:
       embedding_model: a .keras model mapping images to vectors (conditioning=embedding).
       spatial_condition: location-dependent conditioning s = m(h).
       num_layers, filters, kernel_size, head, num_mixtures, dropout: the PixelCNN.
+      dilation_rates: none (the paper's trunk) | auto | one int per layer
+        ("1,2,4,1,2,4"); auto: none when the undilated stack sees the whole
+        image height, else rates 1, 2, 4, ... cycled until it does
+        (``resolve_dilation_rates``).
 
     The defaults (dropout 0.3, AdamW with weight decay 0.3, a cosine decay over
     train_steps) were chosen with bench/quality.py: on small data sets such as
@@ -69,6 +73,7 @@ class TrainConfig:
     num_layers: int = 6
     filters: int = 32
     kernel_size: int = 3
+    dilation_rates: str = "none"
     head: str = "softmax"
     num_mixtures: int = 5
     dropout: float = 0.3
@@ -120,6 +125,7 @@ class TrainConfig:
                               ("mixed_precision", MIXED_PRECISIONS)):  # fmt: skip
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name}: expected one of {list(choices)}, got {getattr(self, name)!r}.")
+        resolve_dilation_rates(self.dilation_rates, 1, self.num_layers, self.kernel_size)  # its format
         _check_number(self, "learning_rate", lambda v: v > 0, "a number > 0")
         _check_number(self, "clip_norm", lambda v: v >= 0, "a number >= 0")
         _check_number(self, "weight_decay", lambda v: v >= 0, "a number >= 0")
@@ -189,6 +195,40 @@ class TrainConfig:
 
 # Fields added after run_config.json files were first written -> the value every run before them used.
 _BEFORE_THE_FIELD_EXISTED = {"weight_decay": 0.0}
+
+
+def resolve_dilation_rates(dilation_rates, image_height, num_layers, kernel_size):
+    """TrainConfig.dilation_rates for images ``image_height`` rows high -> one int >= 1 per layer.
+
+    "none" is the paper's trunk (every rate 1). "auto" keeps it when its bottom row can see the
+    top row, that is when the vertical stack's reach 1 + (n // 2) * sum(rates) rows (the link's
+    shift, then n // 2 rows per unit of rate) is at least image_height - 1; otherwise it takes
+    the shortest cycle 1, 2, ..., 2^k (repeated over the layers) that reaches, never a rate of
+    image_height or more. So the embedded 8x8 digits keep the undilated trunk, while 28x28
+    images get 1, 2, 4, 1, 2, 4, 1, 2 with 8 layers of 5x5.
+
+    Raises:
+      ValueError: not auto, none or ``num_layers`` comma-separated ints >= 1.
+    """
+    if dilation_rates == "none":
+        return (1,) * num_layers
+    if dilation_rates != "auto":
+        try:
+            rates = tuple(int(rate) for rate in str(dilation_rates).split(","))
+        except ValueError:
+            rates = ()
+        if len(rates) != num_layers or min(rates) < 1:
+            raise ValueError(
+                f"dilation_rates: expected auto, none or {num_layers} comma-separated ints >= 1 (one per layer, "
+                f"num_layers={num_layers}), got {dilation_rates!r}."
+            )
+        return rates
+    cycle = 1
+    while True:
+        rates = tuple(2 ** (layer % cycle) for layer in range(num_layers))
+        if 1 + kernel_size // 2 * sum(rates) >= image_height - 1 or 2**cycle >= image_height:
+            return rates
+        cycle += 1
 
 
 def _check_int(config, name, minimum):

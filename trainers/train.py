@@ -63,6 +63,12 @@ flags.DEFINE_bool(
 flags.DEFINE_integer("num_layers", DEFAULTS.num_layers, "Gated layers.")
 flags.DEFINE_integer("filters", DEFAULTS.filters, "Features per layer (a multiple of C for the softmax head).")
 flags.DEFINE_integer("kernel_size", DEFAULTS.kernel_size, "Odd filter size n >= 3.")
+flags.DEFINE_string(
+    "dilation_rates",
+    DEFAULTS.dilation_rates,
+    "none (the paper's trunk), auto (rates 1, 2, 4, ... only when the undilated vertical stack cannot see the "
+    "whole image height), or one int per layer, e.g. 1,2,4,1,2,4.",
+)
 flags.DEFINE_enum("head", DEFAULTS.head, HEADS, "Output distribution.")
 flags.DEFINE_integer("num_mixtures", DEFAULTS.num_mixtures, "Logistic mixture components.")
 flags.DEFINE_float("dropout", DEFAULTS.dropout, "Dropout rate inside each layer.")

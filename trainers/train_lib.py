@@ -41,6 +41,7 @@ from absl import logging
 
 from keras_pixelcnn import model_dir as layout
 from trainers import data as data_lib
+from trainers.config import resolve_dilation_rates
 from trainers.loop import WeightAverage, make_evaluator, make_train_step, read_scalar
 from trainers.precision import PRECISIONS, policy_name, resolve_mixed_precision
 
@@ -83,16 +84,21 @@ def load_embedding_model(path, image_shape, dataset=None):
     return embedding  # its outputs [batch, D] are checked by EmbeddingConditionedPixelCNN
 
 
-def build_model(config, image_shape, num_classes):
+def build_model(config, image_shape, num_classes, dilation_rates=None):
     """The model ``config.conditioning`` asks for.
 
-    ConditionalPixelCNN (none, class), PixelCNNAutoEncoder or EmbeddingConditionedPixelCNN.
+    ConditionalPixelCNN (none, class), PixelCNNAutoEncoder or EmbeddingConditionedPixelCNN, with
+    ``dilation_rates`` (None: config.dilation_rates resolved for ``image_shape``).
     """
     import keras_pixelcnn
 
+    if dilation_rates is None:
+        dilation_rates = resolve_dilation_rates(config.dilation_rates, image_shape[0], config.num_layers,
+                                                config.kernel_size)  # fmt: skip
     decoder_options = dict(
         num_layers=config.num_layers, filters=config.filters, kernel_size=config.kernel_size, head=config.head,
         num_mixtures=config.num_mixtures, dropout=config.dropout, spatial_condition=config.spatial_condition,
+        dilation_rates=dilation_rates,
     )  # fmt: skip
     if config.conditioning == "autoencoder":
         return keras_pixelcnn.PixelCNNAutoEncoder(image_shape, config.bottleneck_dim, **decoder_options)
@@ -170,28 +176,45 @@ def train_and_evaluate(config, model_dir, strategy=None, callbacks=None):
         raise ValueError(f"conditioning=class: dataset={config.dataset} has no labels; use conditioning=none.")
     data.split("test")  # fail fast, before anything is built, when tfds's files are not there
     precision = resolved_precision(config, model_dir)
+    dilation_rates = resolved_dilation_rates(config, data.image_shape, model_dir)
     previous_policy = keras.mixed_precision.global_policy()
     try:
         keras.utils.set_random_seed(config.seed)
         keras.mixed_precision.set_dtype_policy(policy_name(precision))
-        run = _Run(config, model_dir, strategy, data, callbacks, precision)
+        run = _Run(config, model_dir, strategy, data, callbacks, precision, dilation_rates)
         return run.train()
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
 
 
+def _recorded_resolution(config, model_dir, field):
+    """run_config.json's ``resolved_<field>`` when ``config.<field>`` is "auto", as it was when the checkpoint was made.
+
+    A resumed run keeps what its first part resolved; None for a new run or another request.
+    """
+    if getattr(config, field) != "auto" or not tf.train.latest_checkpoint(
+        os.path.join(model_dir, layout.CHECKPOINT_DIR)
+    ):
+        return None
+    recorded = layout.read_json(os.path.join(model_dir, layout.RUN_CONFIG), {})
+    return recorded.get("resolved_" + field) if recorded.get(field) == "auto" else None
+
+
 def resolved_precision(config, model_dir):
     """none, bfloat16 or float16: config.mixed_precision, with "auto" resolved for this machine.
 
-    A resumed run keeps what its first part resolved (run_config.json's
-    ``resolved_mixed_precision``), so a checkpoint moved to other hardware
-    trains on as it started.
+    A resumed run keeps its recorded resolution, so a checkpoint moved to other hardware trains on as it started.
     """
-    if config.mixed_precision == "auto" and tf.train.latest_checkpoint(os.path.join(model_dir, layout.CHECKPOINT_DIR)):
-        recorded = layout.read_json(os.path.join(model_dir, layout.RUN_CONFIG), {})
-        if recorded.get("mixed_precision") == "auto" and recorded.get("resolved_mixed_precision") in PRECISIONS[1:]:
-            return recorded["resolved_mixed_precision"]
-    return resolve_mixed_precision(config.mixed_precision)
+    recorded = _recorded_resolution(config, model_dir, "mixed_precision")
+    return recorded if recorded in PRECISIONS[1:] else resolve_mixed_precision(config.mixed_precision)
+
+
+def resolved_dilation_rates(config, image_shape, model_dir):
+    """config.dilation_rates as one int per layer, "auto" resolved for ``image_shape`` (or as recorded on resume)."""
+    recorded = _recorded_resolution(config, model_dir, "dilation_rates")
+    if isinstance(recorded, list) and len(recorded) == config.num_layers:
+        return tuple(recorded)
+    return resolve_dilation_rates(config.dilation_rates, image_shape[0], config.num_layers, config.kernel_size)
 
 
 # TrainConfig fields that shape the checkpoint's variables.
@@ -214,12 +237,12 @@ def _recorded_flags(config, model_dir):
 class _Run:
     """State and side effects of one training run (files written by the chief only)."""
 
-    def __init__(self, config, model_dir, strategy, data, callbacks, precision):
+    def __init__(self, config, model_dir, strategy, data, callbacks, precision, dilation_rates):
         self.config, self.model_dir, self.strategy, self.data = config, model_dir, strategy, data
         self.chief = is_chief(strategy)
         num_classes = data.num_classes if config.conditioning == "class" else None
         with strategy.scope():
-            self.model = build_model(config, data.image_shape, num_classes)  # its ValueErrors name the field
+            self.model = build_model(config, data.image_shape, num_classes, dilation_rates)  # errors name the field
             self.optimizer = build_optimizer(config, loss_scaling=precision == "float16")
             self.optimizer.build(self.model.trainable_variables)  # slots inside the strategy scope
             self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay > 0 else None
@@ -249,7 +272,7 @@ class _Run:
         self.step = read_scalar(self.optimizer.iterations)
         if restored:
             logging.info("Resumed from %s: step %d, optimizer iterations %d.", restored, self.step, self.step)
-        self.precision = precision
+        self.precision, self.dilation_rates = precision, dilation_rates
         self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs")) if self.chief else None
         self.metrics_path = os.path.join(model_dir, layout.METRICS)
         self.metrics = layout.read_json(self.metrics_path, {})
@@ -277,7 +300,11 @@ class _Run:
             return dict(self.metrics)
         if self.chief:
             layout.write_model_config(self.model, self.model_dir)
-            config.to_json(os.path.join(self.model_dir, layout.RUN_CONFIG), resolved_mixed_precision=self.precision)
+            config.to_json(
+                os.path.join(self.model_dir, layout.RUN_CONFIG),
+                resolved_mixed_precision=self.precision,
+                resolved_dilation_rates=list(self.dilation_rates),
+            )
         # Resumed runs reshuffle from seed + step: deterministic for a given resume point.
         train_data = data_lib.train_pipeline(self.data, config.batch_size, config.seed + self.step)
         iterator = iter(self.strategy.experimental_distribute_dataset(train_data))
