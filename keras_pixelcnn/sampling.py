@@ -244,7 +244,6 @@ def sample_cached(model, batch_size, condition, temperature, seed):
     steps_per_pixel = head.steps_per_pixel
     groups = model.color_channels
     half = math.ceil(model.kernel_size / 2)
-    side = model.kernel_size // 2
     rates = [block.dilation_rate for block in blocks]
     dtype = model.compute_dtype
     noise_dtype = _noise_dtype(model)
@@ -275,9 +274,8 @@ def sample_cached(model, batch_size, condition, temperature, seed):
         links, windows = [], []
         for index, block in enumerate(blocks):
             window = tf.concat([vertical[index][:, 1:], new_input], axis=1)
-            padding = side * rates[index]
-            v_pre, v_out = block.vertical_row(tf.pad(window, [[0, 0], [0, 0], [padding, padding], [0, 0]]),
-                                              terms[index][0])  # fmt: skip
+            columns = block.vertical_conv.padding[1]  # the forward pass's zero columns, dilation included
+            v_pre, v_out = block.vertical_row(tf.pad(window, [[0, 0], [0, 0], columns, [0, 0]]), terms[index][0])
             links.append(block.vertical_link(v_pre))
             windows.append(window)
             new_input = v_out
