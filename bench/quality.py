@@ -38,6 +38,7 @@ import os
 import shutil
 import sys
 import time
+import typing
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's modules
@@ -112,25 +113,24 @@ class WallClockBudget(keras.callbacks.Callback):
 
 
 def parse_overrides(items):
-    """``["learning_rate=0.005", "lr_schedule=cosine"]`` -> {field: value} typed like TrainConfig's field."""
-    fields = {field.name: field for field in dataclasses.fields(TrainConfig)}
-    defaults = TrainConfig()
+    """``["learning_rate=0.005", "num_layers=8"]`` -> {field: value} typed like TrainConfig's field ("none": None)."""
+    types = typing.get_type_hints(TrainConfig)
     overrides = {}
     for item in items:
         name, sep, text = item.partition("=")
-        name = name.strip()
-        if not sep or name not in fields:
+        name, text = name.strip(), text.strip()
+        if not sep or name not in types:
             raise ValueError(f"override: expected FIELD=VALUE with a TrainConfig field, got {item!r}.")
-        default = getattr(defaults, name)
-        if isinstance(default, bool):
-            value = text.strip().lower() in ("1", "true", "yes")
-        elif isinstance(default, int):
-            value = int(text)
-        elif isinstance(default, float):
-            value = float(text)
+        kinds = [kind for kind in typing.get_args(types[name]) if kind is not type(None)] or [types[name]]
+        if text.lower() == "none" and type(None) in typing.get_args(types[name]):  # an Optional field
+            overrides[name] = None
+        elif kinds[0] is bool:
+            overrides[name] = text.lower() in ("1", "true", "yes")
         else:
-            value = None if default is None and text.strip().lower() == "none" else text.strip()
-        overrides[name] = value
+            try:
+                overrides[name] = kinds[0](text)  # int, float or str
+            except ValueError:
+                raise ValueError(f"override: {name}: expected {kinds[0].__name__}, got {text!r}.") from None
     return overrides
 
 

@@ -31,11 +31,13 @@ def test_overrides_are_typed_like_the_config_fields(quality):
     )
     assert overrides == dict(learning_rate=0.005, lr_schedule="cosine", num_layers=8, jit_compile=True)
     # "none" is None only for the optional fields; a string field keeps its word.
-    assert quality.parse_overrides(["dilation_rates=none", "num_classes=none"]) == dict(
-        dilation_rates="none", num_classes=None
+    assert quality.parse_overrides(["dilation_rates=none", "num_classes=none", "kernel_size=none"]) == dict(
+        dilation_rates="none", num_classes=None, kernel_size=None
     )
     with pytest.raises(ValueError, match="override: expected FIELD=VALUE"):
         quality.parse_overrides(["no_such_field=1"])
+    with pytest.raises(ValueError, match="override: num_layers: expected int, got 'eight'"):
+        quality.parse_overrides(["num_layers=eight"])
 
 
 def test_quality_line_without_a_baseline_is_nan(quality):

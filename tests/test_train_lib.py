@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 
 from keras_pixelcnn.model_dir import load_model
 from trainers import evaluate, sample, train_lib
-from trainers.config import PRESETS, TrainConfig, resolve_dilation_rates
+from trainers.config import PRESETS, TrainConfig, resolve_dilation_rates, resolve_trunk
 from trainers.loop import WeightAverage
 
 TINY = TrainConfig(num_layers=2, filters=8, batch_size=16, samples_per_class=0, eval_examples=32, log_every=5)
@@ -78,7 +78,8 @@ def test_a_checkpoint_of_another_config_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="model_dir: its checkpoint .*ckpt-2 does not fit this config"):
         train_lib.train_and_evaluate(TINY.replace(train_steps=4, eval_every=2, ema_decay=0.9), model_dir)
     # A run resumed under other defaults is told the flags its first part recorded.
-    with pytest.raises(ValueError, match=rf"started with --num_layers={TINY.num_layers} \(run_config.json\); pass"):
+    # (2 layers of 3x3 on 8 rows: dilation_rates=auto dilated them.)
+    with pytest.raises(ValueError, match=r"started with --num_layers=2 --dilation_rates=1,2 \(run_config.json\); pass"):
         train_lib.train_and_evaluate(TINY.replace(train_steps=4, eval_every=2, num_layers=3), model_dir)
 
 
@@ -245,7 +246,6 @@ def test_a_ram_filesystem_round_trip(tmp_path):
     [
         ({"train_steps": 0}, "train_steps: expected >= 1"),
         ({"num_layers": True}, "num_layers: expected >= 1 \\(an int\\), got True"),
-        ({"kernel_size": 4}, "kernel_size: expected an odd number >= 3, got 4"),
         ({"head": "gaussian"}, "head: expected one of"),
         ({"learning_rate": 0.0}, "learning_rate: expected a number > 0"),
         ({"ema_decay": 1.0}, "ema_decay: expected a value in \\[0, 1\\)"),
@@ -257,9 +257,13 @@ def test_a_ram_filesystem_round_trip(tmp_path):
         ({"dataset": "npz:"}, "dataset: expected a path after 'npz:'"),
         ({"batch_size": 0}, "batch_size: the global batch must split evenly"),
         ({"config": "cifar100"}, "config: expected None or one of"),
-        ({"dilation_rates": "1,2"}, "dilation_rates: expected auto, none or 6 comma-separated ints >= 1"),
-        ({"dilation_rates": "1,2,x,1,2,4"}, "dilation_rates: expected auto, none or 6"),
-        ({"dilation_rates": "1,0,1,1,1,1"}, "dilation_rates: expected auto, none or 6"),
+        ({"dilation_rates": "1,2", "num_layers": 6}, "dilation_rates: expected auto, none or 6 comma-separated ints"),
+        ({"dilation_rates": "1,2,x,1,2,4", "num_layers": 6}, "dilation_rates: expected auto, none or 6"),
+        ({"dilation_rates": "1,0,1,1,1,1", "num_layers": 6}, "dilation_rates: expected auto, none or 6"),
+        ({"dilation_rates": "1,0"}, r"dilation_rates: expected auto, none or comma-separated ints >= 1 \(one per "
+                                    r"layer\), got '1,0'"),
+        ({"num_layers": 0}, "num_layers: expected >= 1"),
+        ({"kernel_size": 4}, "kernel_size: expected an odd number >= 3, got 4"),
     ],
 )
 def test_train_config_validation_names_the_field(changes, pattern):
@@ -275,7 +279,7 @@ def test_presets_are_the_papers_settings():
         assert (preset.head, preset.conditioning, preset.dataset, preset.config) == ("softmax", "none", dataset, name)
         assert (preset.train_steps, preset.learning_rate, preset.ema_decay) == (200_000, 1e-3, 0.9995)
     assert PRESETS["cifar10"].dropout == 0.5 and PRESETS["imagenet32"].dropout == 0.0
-    assert {preset.weight_decay for preset in PRESETS.values()} == {0.0}  # the paper's Adam
+    assert {(preset.weight_decay, preset.clip_norm) for preset in PRESETS.values()} == {(0.0, 0.0)}  # Adam, no clip
     assert {preset.dilation_rates for preset in PRESETS.values()} == {"none"}  # the paper's undilated trunk
 
 
@@ -294,7 +298,8 @@ def test_run_config_json_round_trip_partial_files_and_absolute_paths(tmp_path, m
     # A file of an older trainer: fewer keys, nulls for unused ones, and a key that is no field.
     old = {"dataset": "digits", "conditioning": "class", "seed": 3, "bottleneck_dim": None, "data_dir": None,
            "config": None, "spatial_condition": False, "embedding_model": None, "retired_key": 1}  # fmt: skip
-    assert TrainConfig.from_json(json.dumps(old)) == TrainConfig(seed=3, weight_decay=0.0)  # older runs: Adam
+    # Older runs: Adam, undilated.
+    assert TrainConfig.from_json(json.dumps(old)) == TrainConfig(seed=3, weight_decay=0.0, dilation_rates="none")
     monkeypatch.chdir(tmp_path)
     absolute = config.with_absolute_paths()
     assert absolute.dataset == f"npz:{tmp_path}/data/x.npz" and absolute.embedding_model == f"{tmp_path}/e.keras"
@@ -317,12 +322,57 @@ def test_auto_dilation_reaches_the_top_row_only_where_it_has_to():
     assert resolve_dilation_rates("auto", 64, 1, 3) == (1,)
 
 
-def test_dilation_is_resolved_recorded_kept_on_resume_and_saved(tmp_path):
+def test_the_default_trunk_is_sized_to_the_images():
+    default = TrainConfig()
+    assert resolve_trunk(default, 8) == ((6, 3, (1,) * 6))  # the embedded digits: the paper's trunk
+    assert resolve_trunk(default, 28) == (8, 5, (1, 2, 4, 1, 2, 4, 1, 2))  # BUILD_NOTES: "A trunk for 28x28"
+    assert resolve_trunk(default, 12) == (8, 5, (1,) * 8)  # 8 x 5x5 sees 17 rows up: no dilation needed
+    assert resolve_trunk(default.replace(num_layers=4), 8) == (4, 3, (1, 2, 1, 2))  # given values are kept
+    assert resolve_trunk(default.replace(kernel_size=7, dilation_rates="none"), 28) == (8, 7, (1,) * 8)
+    for preset in PRESETS.values():
+        assert resolve_trunk(preset, 32) == (20, 5, (1,) * 20)
+    with pytest.raises(ValueError, match=r"dilation_rates: expected auto, none or 8 comma-separated .*num_layers=8"):
+        resolve_trunk(default.replace(dilation_rates="1,2,4"), 28)  # the count is checked once it is known
+
+
+def _tall_npz(tmp_path):
+    """An npz data set of 12x5 grey images in 3 classes: taller than the small trunk sees."""
     images = np.random.default_rng(0).integers(0, 256, (48, 12, 5, 1), dtype=np.uint8)
     labels = np.arange(48) % 3
     path = str(tmp_path / "tall.npz")
     np.savez(path, images=images, labels=labels, test_images=images[:16], test_labels=labels[:16])
-    config = TINY.replace(dataset=f"npz:{path}", train_steps=2, eval_every=2, dilation_rates="auto")
+    return f"npz:{path}"
+
+
+def test_the_sized_trunk_is_recorded_and_a_resume_must_ask_for_it(tmp_path):
+    config = TrainConfig(dataset=_tall_npz(tmp_path), filters=4, batch_size=8, train_steps=2, eval_every=2,
+                         samples_per_class=0, eval_examples=16)  # fmt: skip
+    model_dir = str(tmp_path / "run")
+    train_lib.train_and_evaluate(config, model_dir)
+    recorded = read_json(os.path.join(model_dir, "run_config.json"))
+    assert (recorded["num_layers"], recorded["kernel_size"], recorded["dilation_rates"]) == (None, None, "auto")
+    assert (recorded["resolved_num_layers"], recorded["resolved_kernel_size"]) == (8, 5)
+    assert recorded["resolved_dilation_rates"] == [1] * 8
+    model = load_model(model_dir)[0]
+    assert (model.num_layers, model.kernel_size) == (8, 5)
+    train_lib.train_and_evaluate(config.replace(train_steps=3, num_layers=8, kernel_size=5), model_dir)  # the same
+    with pytest.raises(ValueError, match=r"started with --num_layers=8 --dilation_rates=1,1,1,1,1,1,1,1 \(run_config"):
+        train_lib.train_and_evaluate(config.replace(train_steps=4, num_layers=6), model_dir)
+    # A run of an older trainer (6 x 3x3 by default, no resolved_* keys): the new defaults would build
+    # another trunk, so the resume names the flags of the old one.
+    old = str(tmp_path / "old")
+    train_lib.train_and_evaluate(config.replace(num_layers=6, kernel_size=3, dilation_rates="none"), old)
+    recorded = read_json(os.path.join(old, "run_config.json"))
+    for key in ("resolved_num_layers", "resolved_kernel_size", "resolved_dilation_rates", "dilation_rates"):
+        del recorded[key]
+    with open(os.path.join(old, "run_config.json"), "w") as handle:
+        json.dump(recorded, handle)
+    with pytest.raises(ValueError, match=r"started with --num_layers=6 --kernel_size=3 --dilation_rates=1,1,1,1,1,1 "):
+        train_lib.train_and_evaluate(config.replace(train_steps=4), old)
+
+
+def test_dilation_is_resolved_recorded_kept_on_resume_and_saved(tmp_path):
+    config = TINY.replace(dataset=_tall_npz(tmp_path), train_steps=2, eval_every=2, dilation_rates="auto")
     model_dir = str(tmp_path / "run")
     train_lib.train_and_evaluate(config, model_dir)  # 2 layers of 3x3 on 12 rows: auto dilates
     recorded = read_json(os.path.join(model_dir, "run_config.json"))

@@ -60,14 +60,18 @@ flags.DEFINE_string(
 flags.DEFINE_bool(
     "spatial_condition", False, "Location-dependent conditioning: map h (or the class) to s = m(h) (paper eq. 5)."
 )
-flags.DEFINE_integer("num_layers", DEFAULTS.num_layers, "Gated layers.")
+flags.DEFINE_integer(
+    "num_layers", DEFAULTS.num_layers, "Gated layers (default: sized to the images, 6 up to 8 rows high, else 8)."
+)
 flags.DEFINE_integer("filters", DEFAULTS.filters, "Features per layer (a multiple of C for the softmax head).")
-flags.DEFINE_integer("kernel_size", DEFAULTS.kernel_size, "Odd filter size n >= 3.")
+flags.DEFINE_integer(
+    "kernel_size", DEFAULTS.kernel_size, "Odd filter size n >= 3 (default: 3 for images up to 8 rows high, else 5)."
+)
 flags.DEFINE_string(
     "dilation_rates",
     DEFAULTS.dilation_rates,
-    "none (the paper's trunk), auto (rates 1, 2, 4, ... only when the undilated vertical stack cannot see the "
-    "whole image height), or one int per layer, e.g. 1,2,4,1,2,4.",
+    "auto (rates 1, 2, 4, ... only when the undilated vertical stack cannot see the whole image height), "
+    "none (the paper's trunk), or one int per layer, e.g. 1,2,4,1,2,4.",
 )
 flags.DEFINE_enum("head", DEFAULTS.head, HEADS, "Output distribution.")
 flags.DEFINE_integer("num_mixtures", DEFAULTS.num_mixtures, "Logistic mixture components.")

@@ -41,7 +41,7 @@ from absl import logging
 
 from keras_pixelcnn import model_dir as layout
 from trainers import data as data_lib
-from trainers.config import resolve_dilation_rates
+from trainers.config import Trunk, resolve_trunk
 from trainers.loop import WeightAverage, make_evaluator, make_train_step, read_scalar
 from trainers.precision import PRECISIONS, policy_name, resolve_mixed_precision
 
@@ -84,21 +84,18 @@ def load_embedding_model(path, image_shape, dataset=None):
     return embedding  # its outputs [batch, D] are checked by EmbeddingConditionedPixelCNN
 
 
-def build_model(config, image_shape, num_classes, dilation_rates=None):
+def build_model(config, image_shape, num_classes, trunk=None):
     """The model ``config.conditioning`` asks for.
 
     ConditionalPixelCNN (none, class), PixelCNNAutoEncoder or EmbeddingConditionedPixelCNN, with
-    ``dilation_rates`` (None: config.dilation_rates resolved for ``image_shape``).
+    ``trunk``'s num_layers, kernel_size and dilation_rates (None: ``resolve_trunk(config, image_shape[0])``).
     """
     import keras_pixelcnn
 
-    if dilation_rates is None:
-        dilation_rates = resolve_dilation_rates(config.dilation_rates, image_shape[0], config.num_layers,
-                                                config.kernel_size)  # fmt: skip
+    trunk = trunk or resolve_trunk(config, image_shape[0])
     decoder_options = dict(
-        num_layers=config.num_layers, filters=config.filters, kernel_size=config.kernel_size, head=config.head,
-        num_mixtures=config.num_mixtures, dropout=config.dropout, spatial_condition=config.spatial_condition,
-        dilation_rates=dilation_rates,
+        trunk._asdict(), filters=config.filters, head=config.head, num_mixtures=config.num_mixtures,
+        dropout=config.dropout, spatial_condition=config.spatial_condition,
     )  # fmt: skip
     if config.conditioning == "autoencoder":
         return keras_pixelcnn.PixelCNNAutoEncoder(image_shape, config.bottleneck_dim, **decoder_options)
@@ -176,28 +173,22 @@ def train_and_evaluate(config, model_dir, strategy=None, callbacks=None):
         raise ValueError(f"conditioning=class: dataset={config.dataset} has no labels; use conditioning=none.")
     data.split("test")  # fail fast, before anything is built, when tfds's files are not there
     precision = resolved_precision(config, model_dir)
-    dilation_rates = resolved_dilation_rates(config, data.image_shape, model_dir)
+    trunk = resolved_trunk(config, data.image_shape, model_dir)
     previous_policy = keras.mixed_precision.global_policy()
     try:
         keras.utils.set_random_seed(config.seed)
         keras.mixed_precision.set_dtype_policy(policy_name(precision))
-        run = _Run(config, model_dir, strategy, data, callbacks, precision, dilation_rates)
+        run = _Run(config, model_dir, strategy, data, callbacks, precision, trunk)
         return run.train()
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
 
 
-def _recorded_resolution(config, model_dir, field):
-    """run_config.json's ``resolved_<field>`` when ``config.<field>`` is "auto", as it was when the checkpoint was made.
-
-    A resumed run keeps what its first part resolved; None for a new run or another request.
-    """
-    if getattr(config, field) != "auto" or not tf.train.latest_checkpoint(
-        os.path.join(model_dir, layout.CHECKPOINT_DIR)
-    ):
-        return None
-    recorded = layout.read_json(os.path.join(model_dir, layout.RUN_CONFIG), {})
-    return recorded.get("resolved_" + field) if recorded.get(field) == "auto" else None
+def _resumed_run_config(model_dir):
+    """run_config.json as a dict when ``model_dir`` has a checkpoint to resume from, else {}."""
+    if not tf.train.latest_checkpoint(os.path.join(model_dir, layout.CHECKPOINT_DIR)):
+        return {}
+    return layout.read_json(os.path.join(model_dir, layout.RUN_CONFIG), {})
 
 
 def resolved_precision(config, model_dir):
@@ -205,23 +196,52 @@ def resolved_precision(config, model_dir):
 
     A resumed run keeps its recorded resolution, so a checkpoint moved to other hardware trains on as it started.
     """
-    recorded = _recorded_resolution(config, model_dir, "mixed_precision")
-    return recorded if recorded in PRECISIONS[1:] else resolve_mixed_precision(config.mixed_precision)
+    recorded = _resumed_run_config(model_dir)
+    if config.mixed_precision == recorded.get("mixed_precision") == "auto":
+        if recorded.get("resolved_mixed_precision") in PRECISIONS[1:]:
+            return recorded["resolved_mixed_precision"]
+    return resolve_mixed_precision(config.mixed_precision)
 
 
-def resolved_dilation_rates(config, image_shape, model_dir):
-    """config.dilation_rates as one int per layer, "auto" resolved for ``image_shape`` (or as recorded on resume)."""
-    recorded = _recorded_resolution(config, model_dir, "dilation_rates")
-    if isinstance(recorded, list) and len(recorded) == config.num_layers:
-        return tuple(recorded)
-    return resolve_dilation_rates(config.dilation_rates, image_shape[0], config.num_layers, config.kernel_size)
+def resolved_trunk(config, image_shape, model_dir):
+    """config's Trunk (num_layers, kernel_size, dilation_rates) for ``image_shape``, or as recorded on resume.
+
+    A resumed run asking what its first part asked keeps the trunk recorded then (should the
+    sizing rules have changed since); one asking for a different trunk is refused, naming the
+    flags that give the recorded one.
+    """
+    trunk = resolve_trunk(config, image_shape[0])
+    recorded = _resumed_run_config(model_dir)
+    previous = _recorded_trunk(recorded)
+    if previous is None or previous == trunk:
+        return trunk
+    if all(recorded.get(field) == getattr(config, field) for field in Trunk._fields):
+        return previous
+    given = " ".join(
+        f"--{field}={','.join(map(str, value)) if field == 'dilation_rates' else value}"
+        for field, value, now in zip(Trunk._fields, previous, trunk)
+        if value != now
+    )
+    raise ValueError(
+        f"model_dir: the run in {model_dir} was started with {given} (run_config.json); pass those to resume it, "
+        f"or use a new model_dir."
+    )
+
+
+def _recorded_trunk(recorded):
+    """The Trunk run_config.json records (its resolved_* values; older files: the fields), None if unknown."""
+    num_layers = recorded.get("resolved_num_layers", recorded.get("num_layers"))
+    kernel_size = recorded.get("resolved_kernel_size", recorded.get("kernel_size"))
+    if not isinstance(num_layers, int) or not isinstance(kernel_size, int):
+        return None
+    rates = recorded.get("resolved_dilation_rates") or [1] * num_layers  # files older than dilation: undilated
+    return Trunk(num_layers, kernel_size, tuple(rates))
 
 
 # TrainConfig fields that shape the checkpoint's variables.
 _CHECKPOINT_FIELDS = (
-    "conditioning", "bottleneck_dim", "spatial_condition", "num_layers", "filters", "kernel_size", "head",
-    "num_mixtures", "ema_decay",
-)  # fmt: skip
+    "conditioning", "bottleneck_dim", "spatial_condition", "filters", "head", "num_mixtures", "ema_decay",
+)  # fmt: skip  (num_layers and kernel_size: resolved_trunk)
 
 
 def _recorded_flags(config, model_dir):
@@ -237,12 +257,12 @@ def _recorded_flags(config, model_dir):
 class _Run:
     """State and side effects of one training run (files written by the chief only)."""
 
-    def __init__(self, config, model_dir, strategy, data, callbacks, precision, dilation_rates):
+    def __init__(self, config, model_dir, strategy, data, callbacks, precision, trunk):
         self.config, self.model_dir, self.strategy, self.data = config, model_dir, strategy, data
         self.chief = is_chief(strategy)
         num_classes = data.num_classes if config.conditioning == "class" else None
         with strategy.scope():
-            self.model = build_model(config, data.image_shape, num_classes, dilation_rates)  # errors name the field
+            self.model = build_model(config, data.image_shape, num_classes, trunk)  # errors name the field
             self.optimizer = build_optimizer(config, loss_scaling=precision == "float16")
             self.optimizer.build(self.model.trainable_variables)  # slots inside the strategy scope
             self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay > 0 else None
@@ -272,7 +292,7 @@ class _Run:
         self.step = read_scalar(self.optimizer.iterations)
         if restored:
             logging.info("Resumed from %s: step %d, optimizer iterations %d.", restored, self.step, self.step)
-        self.precision, self.dilation_rates = precision, dilation_rates
+        self.precision, self.trunk = precision, trunk
         self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs")) if self.chief else None
         self.metrics_path = os.path.join(model_dir, layout.METRICS)
         self.metrics = layout.read_json(self.metrics_path, {})
@@ -303,7 +323,9 @@ class _Run:
             config.to_json(
                 os.path.join(self.model_dir, layout.RUN_CONFIG),
                 resolved_mixed_precision=self.precision,
-                resolved_dilation_rates=list(self.dilation_rates),
+                resolved_num_layers=self.trunk.num_layers,
+                resolved_kernel_size=self.trunk.kernel_size,
+                resolved_dilation_rates=list(self.trunk.dilation_rates),
             )
         # Resumed runs reshuffle from seed + step: deterministic for a given resume point.
         train_data = data_lib.train_pipeline(self.data, config.batch_size, config.seed + self.step)
