@@ -121,16 +121,17 @@ def parse_overrides(items):
         name, text = name.strip(), text.strip()
         if not sep or name not in types:
             raise ValueError(f"override: expected FIELD=VALUE with a TrainConfig field, got {item!r}.")
-        kinds = [kind for kind in typing.get_args(types[name]) if kind is not type(None)] or [types[name]]
-        if text.lower() == "none" and type(None) in typing.get_args(types[name]):  # an Optional field
+        args = typing.get_args(types[name])  # (int, NoneType) for Optional[int], () for int
+        kind = next((arg for arg in args if arg is not type(None)), types[name])
+        if text.lower() == "none" and type(None) in args:
             overrides[name] = None
-        elif kinds[0] is bool:
+        elif kind is bool:
             overrides[name] = text.lower() in ("1", "true", "yes")
         else:
             try:
-                overrides[name] = kinds[0](text)  # int, float or str
+                overrides[name] = kind(text)  # int, float or str
             except ValueError:
-                raise ValueError(f"override: {name}: expected {kinds[0].__name__}, got {text!r}.") from None
+                raise ValueError(f"override: {name}: expected {kind.__name__}, got {text!r}.") from None
     return overrides
 
 

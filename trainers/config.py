@@ -223,7 +223,7 @@ def resolve_trunk(config, image_height):
     num_layers and kernel_size (``resolve_dilation_rates``).
     """
     layers, kernel = SMALL_TRUNK
-    if 1 + kernel // 2 * layers < image_height - 1:
+    if vertical_reach(kernel, (1,) * layers) < image_height - 1:
         layers, kernel = LARGE_TRUNK
     num_layers = layers if config.num_layers is None else config.num_layers
     kernel_size = kernel if config.kernel_size is None else config.kernel_size
@@ -231,12 +231,17 @@ def resolve_trunk(config, image_height):
     return Trunk(num_layers, kernel_size, rates)
 
 
+def vertical_reach(kernel_size, rates):
+    """Rows above a pixel that the last layer's vertical link sees: the link's shift, then n // 2 per unit of rate."""
+    return 1 + kernel_size // 2 * sum(rates)
+
+
 def resolve_dilation_rates(dilation_rates, image_height, num_layers, kernel_size):
     """TrainConfig.dilation_rates for images ``image_height`` rows high -> one int >= 1 per layer.
 
     "none" is the paper's trunk (every rate 1). "auto" keeps it when its bottom row can see the
-    top row, that is when the vertical stack's reach 1 + (n // 2) * sum(rates) rows (the link's
-    shift, then n // 2 rows per unit of rate) is at least image_height - 1; otherwise it takes
+    top row, that is when the vertical stack's reach (``vertical_reach``: 1 + (n // 2) * sum(rates)
+    rows) is at least image_height - 1; otherwise it takes
     the shortest cycle 1, 2, ..., 2^k (repeated over the layers) that reaches, never a rate of
     image_height or more. So the embedded 8x8 digits keep the undilated trunk, while 28x28
     images get 1, 2, 4, 1, 2, 4, 1, 2 with 8 layers of 5x5.
@@ -265,7 +270,7 @@ def resolve_dilation_rates(dilation_rates, image_height, num_layers, kernel_size
     cycle = 1
     while True:
         rates = tuple(2 ** (layer % cycle) for layer in range(num_layers))
-        if 1 + kernel_size // 2 * sum(rates) >= image_height - 1 or 2**cycle >= image_height:
+        if vertical_reach(kernel_size, rates) >= image_height - 1 or 2**cycle >= image_height:
             return rates
         cycle += 1
 
