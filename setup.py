@@ -45,6 +45,6 @@ setup(
     extras_require={
         # trainers/: TensorBoard summaries, tfds data sets, the embedded digits.
         "train": TRAIN,
-        "test": TRAIN + ["pytest>=8,<10", "jax==0.10.2", "jaxlib==0.10.2", "ruff==0.17.6"],
+        "test": TRAIN + ["pytest>=8,<10", "pytest-xdist==3.8.0", "jax==0.10.2", "jaxlib==0.10.2", "ruff==0.17.6"],
     },
 )

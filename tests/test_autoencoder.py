@@ -113,6 +113,7 @@ SPATIAL_MARGIN = 0.15
 GLOBAL_MARGIN = 0.04
 
 
+@pytest.mark.large  # large: trains two auto-encoders on the digits (once per module)
 def test_autoencoder_beats_the_same_decoder_with_h_zero_on_held_out_digits(spatial_pair):
     _, test = digits()
     autoencoder, zero_h = spatial_pair
@@ -121,6 +122,7 @@ def test_autoencoder_beats_the_same_decoder_with_h_zero_on_held_out_digits(spati
     assert ae_bits < zero_bits - SPATIAL_MARGIN, (ae_bits, zero_bits)
 
 
+@pytest.mark.large  # large: trains two models on the digits and compares them
 def test_global_conditioning_beats_h_zero_on_held_out_digits():
     train, test = digits()
     autoencoder, zero_h = train_pair(train, spatial_condition=False, num_layers=2, epochs=12)
@@ -135,6 +137,7 @@ def mean_l1(samples, targets):
     return np.abs(samples - np.asarray(targets, np.float64)[None, None]).mean(axis=(1, 3, 4, 5))
 
 
+@pytest.mark.large  # large: trains two auto-encoders on the digits (once per module)
 def test_reconstructions_are_closer_to_their_own_input(spatial_pair):
     _, test = digits()
     autoencoder, zero_h = spatial_pair
@@ -150,6 +153,7 @@ def test_reconstructions_are_closer_to_their_own_input(spatial_pair):
     assert own.mean() > 0.85 * other.mean(), distances.round(1)
 
 
+@pytest.mark.large  # large: trains two auto-encoders on the digits (once per module)
 def test_interpolation_runs_from_one_code_to_the_other(spatial_pair):
     _, test = digits()
     autoencoder, _ = spatial_pair
@@ -246,6 +250,7 @@ def canonical(config):
     return json.loads(json.dumps(config, default=list))  # Keras writes some shapes as tuples, reads them as lists
 
 
+@pytest.mark.large  # large: fits, saves and reloads three auto-encoders
 @pytest.mark.parametrize(
     "build",
     [

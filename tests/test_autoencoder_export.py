@@ -139,6 +139,7 @@ np.savez(sys.argv[2], **results)
 """
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_fresh_process_load_matches_python_api(exported, tmp_path):
     spec = {}
     for name, case in exported.items():
@@ -165,6 +166,7 @@ def test_fresh_process_load_matches_python_api(exported, tmp_path):
                 assert not np.array_equal(outputs[f"{name}__{signature}__other_seed"], images), (name, signature)
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_reconstruct_is_sampling_from_the_encoded_images(exported, loaded):
     for name, case in exported.items():
         codes = call_signature(loaded[name], "encode", case.inputs["encode"])["condition"]
@@ -174,6 +176,7 @@ def test_reconstruct_is_sampling_from_the_encoded_images(exported, loaded):
         np.testing.assert_array_equal(sampled["images"], case.expected["reconstruct"]["images"], err_msg=name)
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_loaded_signatures_declare_the_contract(exported, loaded):
     for name, case in exported.items():
         images = (tf.uint8, [None, *case.model.image_shape])
@@ -198,6 +201,7 @@ def test_loaded_signatures_declare_the_contract(exported, loaded):
             assert {k: (v.dtype, v.shape.as_list()) for k, v in declared.items()} == outputs, (name, signature)
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_saved_model_cli_shows_and_runs_the_autoencoder_signatures(exported, tmp_path):
     case = exported["autoencoder"]
     shown = run_process([SAVED_MODEL_CLI, "show", "--all", "--dir", case.path])
@@ -221,6 +225,7 @@ def test_saved_model_cli_shows_and_runs_the_autoencoder_signatures(exported, tmp
     np.testing.assert_array_equal(np.load(tmp_path / "images.npy"), case.expected["reconstruct"]["images"])
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_warmup_requests_cover_the_four_signatures_and_run(exported, loaded):
     for name, case in exported.items():
         records = tf.data.TFRecordDataset(f"{case.path}/assets.extra/tf_serving_warmup_requests")
@@ -232,6 +237,7 @@ def test_warmup_requests_cover_the_four_signatures_and_run(exported, loaded):
             assert all(value.shape[0] == 1 for value in outputs.values()), (name, outputs)
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_grpc_request_builder_fits_the_new_signatures(exported, loaded):
     case = exported["embedding_spatial_mixture"]
     for signature in ("reconstruct", "encode"):
@@ -283,6 +289,7 @@ BAD_REQUESTS = [
 ]
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 @pytest.mark.parametrize("name, signature, replaced, message", BAD_REQUESTS)
 def test_bad_request_fails_in_graph_with_invalid_argument(exported, loaded, name, signature, replaced, message):
     inputs = dict(exported[name].inputs[signature], **replaced)

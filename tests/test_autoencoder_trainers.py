@@ -59,6 +59,7 @@ def autoencoder_run(tmp_path_factory):
     return model_dir
 
 
+@pytest.mark.large  # large: uses an auto-encoder trainer run (built once per module)
 def test_autoencoder_trainer_end_to_end(autoencoder_run, tmp_path):
     model_dir = autoencoder_run
     model, source = load_model(model_dir)
@@ -90,6 +91,7 @@ def test_autoencoder_trainer_end_to_end(autoencoder_run, tmp_path):
     )
 
 
+@pytest.mark.large  # large: uses an auto-encoder trainer run (built once per module)
 def test_sample_reconstruct_and_interpolate_modes(autoencoder_run, tmp_path):
     model_dir = autoencoder_run
     model, _ = load_model(model_dir)
@@ -111,6 +113,7 @@ def test_sample_reconstruct_and_interpolate_modes(autoencoder_run, tmp_path):
     assert np.load(npy).shape == (4, 2, 8, 8, 1)
 
 
+@pytest.mark.large  # large: uses an auto-encoder trainer run (built once per module)
 @pytest.mark.parametrize(
     "argv, pattern",
     [
@@ -128,6 +131,7 @@ def test_sample_flag_errors(autoencoder_run, argv, pattern):
         run_main(sample, [f"--model_dir={autoencoder_run}", "--out=/tmp/unused.png", *argv])
 
 
+@pytest.mark.large  # large: uses an auto-encoder trainer run (built once per module)
 def test_export_binary_exports_the_autoencoder_from_a_checkpoint(autoencoder_run, tmp_path):
     path = export_cli.export_from_model_dir(autoencoder_run, str(tmp_path / "ae"), checkpoint="ckpt-10")
     loaded = tf.saved_model.load(path)
@@ -156,6 +160,7 @@ def embedding_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.large  # large: trains a digit classifier for its embedding network (once per module)
 def test_embedding_model_binary_saves_a_unit_norm_embedding(embedding_file):
     embedding = keras.models.load_model(embedding_file)
     vectors = np.asarray(embedding(digit_images(list(range(5))).astype(np.float32)))
@@ -165,6 +170,7 @@ def test_embedding_model_binary_saves_a_unit_norm_embedding(embedding_file):
         run_main(embedding_model, ["--embedding_out=/tmp/embedding.h5"])
 
 
+@pytest.mark.large  # large: trains a digit classifier for its embedding network (once per module)
 def test_embedding_trainer_and_interpolation_sampler(embedding_file, tmp_path):
     model_dir = str(tmp_path / "run")
     run_main(train, [f"--model_dir={model_dir}", "--conditioning=embedding", f"--embedding_model={embedding_file}",
@@ -193,6 +199,7 @@ def test_embedding_trainer_and_interpolation_sampler(embedding_file, tmp_path):
     np.testing.assert_array_equal(grid.reshape(6, 8, 8, 1), expected)
 
 
+@pytest.mark.large  # large: trains a digit classifier for its embedding network (once per module)
 @pytest.mark.parametrize(
     "argv, pattern",
     [

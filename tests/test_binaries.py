@@ -26,6 +26,7 @@ def finished_run(tmp_path_factory):
     return model_dir, result
 
 
+@pytest.mark.large  # large: uses a trainer run made in a subprocess (once per module)
 def test_a_cpu_run_starts_quietly(finished_run):
     _, result = finished_run
     assert "cuInit" not in result.stderr
@@ -34,6 +35,7 @@ def test_a_cpu_run_starts_quietly(finished_run):
     assert "step 2: test bits/dim" in result.stderr  # what the user asked for is still there
 
 
+@pytest.mark.large  # large: uses a trainer run made in a subprocess (once per module)
 def test_rerunning_a_finished_run_says_so_without_evaluating(finished_run):
     model_dir, _ = finished_run
     result = run_binary("trainers.train", f"--model_dir={model_dir}", "--train_steps=2", "--eval_every=2", *TINY)
@@ -42,6 +44,7 @@ def test_rerunning_a_finished_run_says_so_without_evaluating(finished_run):
     assert "test bits/dim" not in result.stderr
 
 
+@pytest.mark.large  # large: uses a trainer run made in a subprocess (once per module)
 def test_sample_writes_into_the_model_dir_by_default(finished_run):
     model_dir, _ = finished_run
     result = run_binary("trainers.sample", f"--model_dir={model_dir}", "--num=2")
@@ -50,12 +53,14 @@ def test_sample_writes_into_the_model_dir_by_default(finished_run):
     assert os.path.exists(path) and path in result.stdout
 
 
+@pytest.mark.large  # large: a subprocess of the trainer binary
 def test_a_usage_error_is_one_line(tmp_path):
     result = run_binary("trainers.train", f"--model_dir={tmp_path}/run", "--kernel_size=4")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["train.py: --kernel_size: expected an odd number >= 3, got 4."]
 
 
+@pytest.mark.large  # large: a subprocess of the trainer binary
 def test_a_missing_training_extra_names_the_extra(tmp_path):
     script = (
         "import sys\n"

@@ -133,6 +133,7 @@ def test_bad_folders(tmp_path):
         data.open_dataset(f"folder:{tmp_path}/parts")
 
 
+@pytest.mark.large  # large: trainer runs on npz and folder data
 def test_training_and_sampling_on_your_own_images(tmp_path):
     images, labels = images_and_labels(40, shape=(5, 5), classes=2)
     npz = tmp_path / "own.npz"

@@ -16,9 +16,10 @@ import pytest
 from conftest import REPO_ROOT as ROOT
 from conftest import subprocess_env
 
+CLIP_NORMS = (0.0, 0.05)
 MIRRORED_SCRIPT = textwrap.dedent(
     """
-    import sys
+    import json, sys
     import numpy as np
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -27,12 +28,11 @@ MIRRORED_SCRIPT = textwrap.dedent(
     import keras_pixelcnn as kp
     from trainers.loop import make_train_step
 
-    clip_norm = float(sys.argv[2])
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8, 5, 5, 3)).astype(np.uint8)
     labels = (np.arange(8) % 3).astype(np.int32)
 
-    def one_sgd_step(strategy):
+    def one_sgd_step(strategy, clip_norm):
         with strategy.scope():
             model = kp.ConditionalPixelCNN((5, 5, 3), num_layers=2, filters=6, kernel_size=3, num_classes=3)
             init = np.random.default_rng(1)
@@ -47,21 +47,28 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert mirrored.num_replicas_in_sync == 2
-    loss_1, weights_1 = one_sgd_step(tf.distribute.get_strategy())
-    loss_2, weights_2 = one_sgd_step(mirrored)
-    np.savez(sys.argv[1], loss=[loss_1, loss_2], **{f"one_{i}": w for i, w in enumerate(weights_1)},
-             **{f"two_{i}": w for i, w in enumerate(weights_2)})
+    for clip_norm, out in json.loads(sys.argv[1]):
+        loss_1, weights_1 = one_sgd_step(tf.distribute.get_strategy(), clip_norm)
+        loss_2, weights_2 = one_sgd_step(mirrored, clip_norm)
+        np.savez(out, loss=[loss_1, loss_2], **{f"one_{i}": w for i, w in enumerate(weights_1)},
+                 **{f"two_{i}": w for i, w in enumerate(weights_2)})
     """
 )
 
 
-@pytest.mark.parametrize("clip_norm", [0.0, 0.05])
-def test_mirrored_sgd_step_equals_the_single_device_step(tmp_path, clip_norm):
-    out = tmp_path / "result.npz"
-    subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT, str(out), str(clip_norm)], env=subprocess_env(), check=True, timeout=300
-    )
-    result = np.load(out)
+@pytest.fixture(scope="module")
+def mirrored_results(tmp_path_factory):
+    """{clip_norm: the npz of one SGD step on one device and on 2 mirrored ones}, from one subprocess."""
+    outs = [tmp_path_factory.mktemp("mirrored") / f"clip_{clip_norm}.npz" for clip_norm in CLIP_NORMS]
+    cases = json.dumps([[clip_norm, str(out)] for clip_norm, out in zip(CLIP_NORMS, outs)])
+    subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, cases], env=subprocess_env(), check=True, timeout=300)
+    return {clip_norm: np.load(out) for clip_norm, out in zip(CLIP_NORMS, outs)}
+
+
+@pytest.mark.large  # large: a subprocess on 2 logical CPUs (~10 s)
+@pytest.mark.parametrize("clip_norm", CLIP_NORMS)
+def test_mirrored_sgd_step_equals_the_single_device_step(mirrored_results, clip_norm):
+    result = mirrored_results[clip_norm]
     np.testing.assert_allclose(result["loss"][1], result["loss"][0], rtol=1e-5)
     count = sum(name.startswith("one_") for name in result.files)
     for i in range(count):
@@ -78,6 +85,7 @@ def free_ports(count):
     return ports
 
 
+@pytest.mark.large  # large: two trainer processes in a multi-worker cluster on 127.0.0.1 (~30 s)
 def test_two_local_workers_train_in_sync_and_the_chief_checkpoints(tmp_path):
     model_dir = tmp_path / "run"
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]

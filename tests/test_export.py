@@ -176,6 +176,27 @@ np.savez(sys.argv[2], **results)
 """
 
 
+def test_a_tiny_export_serves_what_the_python_api_computes(tmp_path):
+    """The fast tier's export check: one tiny model exported and called in this process, a bad request refused."""
+    from conftest import randomize_weights
+
+    model = kp.ConditionalPixelCNN((3, 3, 1), num_layers=1, filters=4, kernel_size=3, num_classes=2)
+    model((np.zeros((1, 3, 3, 1), np.uint8), np.zeros([1], np.int32)))
+    randomize_weights(model, scale=0.3)
+    path = export_saved_model(model, tmp_path / "base")
+    assert path == str(tmp_path / "base" / "1")
+    loaded = tf.saved_model.load(path)
+    class_ids, seed, temperature = np.array([1, 0, 1], np.int32), np.array([3, 4], np.int64), np.float32(0.9)
+    outputs = call_signature(loaded, "serving_default", dict(class_ids=class_ids, seed=seed, temperature=temperature))
+    expected = model.sample(condition=class_ids, temperature=0.9, seed=seed, jit_compile=False)
+    np.testing.assert_array_equal(outputs["images"], expected)
+    scores = call_signature(loaded, "log_prob", dict(images=outputs["images"], class_ids=class_ids))
+    np.testing.assert_allclose(scores["log_prob"], model.log_prob(outputs["images"], class_ids), rtol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="class_ids: expected class ids < num_classes=2"):
+        call_signature(loaded, "serving_default", dict(class_ids=[2], seed=seed, temperature=np.float32(1.0)))
+
+
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_fresh_process_load_matches_python_api(exported, tmp_path):
     spec = {}
     for name, case in exported.items():
@@ -237,6 +258,7 @@ def declared_and_recorded_inputs(function, path, signature):
     return declared, {k: (tf.as_dtype(v["dtype"]), v["shape"]) for k, v in recorded.items()}
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_loaded_signatures_declare_the_contract(exported, loaded):
     for name, case in exported.items():
         for signature, (inputs, outputs) in expected_signatures(case.model).items():
@@ -265,6 +287,7 @@ def parse_saved_model_cli_show(text):
     return signatures
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_saved_model_cli_show_lists_both_signatures(exported):
     name = "class_softmax"  # the other cases' declarations: test_loaded_signatures_declare_the_contract
     result = run_process([SAVED_MODEL_CLI, "show", "--all", "--dir", exported[name].path])
@@ -309,6 +332,7 @@ def saved_model_cli_run(path, signature, inputs, outdir):
     return run_process(args)
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 @pytest.mark.parametrize(
     "name, signature",
     [
@@ -326,6 +350,7 @@ def test_saved_model_cli_run_matches_python_api(exported, tmp_path, name, signat
     assert_matches_python_api(outputs, case.expected, signature)
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_saved_model_cli_run_refuses_a_bad_request_in_the_graph(exported, tmp_path):
     case = exported["class_softmax"]
     inputs = dict(case.sample_inputs, class_ids=np.array([0, 3], np.int32))
@@ -339,6 +364,7 @@ def test_saved_model_cli_run_refuses_a_bad_request_in_the_graph(exported, tmp_pa
 # -- requests: warm-up file, gRPC client ---------------------------------------------------
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_warmup_requests_cover_both_signatures_and_run(exported, loaded):
     for name, case in exported.items():
         records = tf.data.TFRecordDataset(os.path.join(case.path, "assets.extra", "tf_serving_warmup_requests"))
@@ -367,6 +393,7 @@ def grpc_requests(name, case):
     return {"serving_default": sample, "log_prob": log_prob}
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_grpc_request_builder_matches_the_signatures(exported, loaded):
     for name, case in exported.items():
         for signature, request in grpc_requests(name, case).items():
@@ -422,6 +449,7 @@ def stand_in_server(loaded):
     server.stop(grace=None)
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_grpc_client_predict_round_trip(exported, stand_in_server):
     for name in ("class_mixture", "vector"):
         for signature, request in grpc_requests(name, exported[name]).items():
@@ -429,6 +457,7 @@ def test_grpc_client_predict_round_trip(exported, stand_in_server):
             assert_matches_python_api(outputs, exported[name].expected, signature)
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_grpc_client_predict_passes_on_invalid_argument(exported, stand_in_server):
     request = grpc_client.sample_request("class_softmax", seed=[1, 2], class_ids=[0, 3])
     with pytest.raises(grpc.RpcError) as raised:
@@ -437,6 +466,7 @@ def test_grpc_client_predict_passes_on_invalid_argument(exported, stand_in_serve
     assert "class_ids: expected class ids < num_classes=3" in raised.value.details()
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_grpc_client_command_line(exported, stand_in_server, tmp_path):
     case = exported["class_softmax"]
     class_ids = ",".join(str(c) for c in case.sample_inputs["class_ids"])
@@ -511,6 +541,7 @@ BAD_FIXED_SHAPES = [
 ]
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 @pytest.mark.parametrize("name, signature, replaced, message", BAD_REQUESTS)
 def test_bad_request_fails_in_graph_with_invalid_argument(exported, loaded, name, signature, replaced, message):
     case = exported[name]
@@ -524,6 +555,7 @@ def test_bad_request_fails_in_graph_with_invalid_argument(exported, loaded, name
 # -- export_saved_model: arguments, versions, atomicity -----------------------------------------
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -551,6 +583,7 @@ def test_export_saved_model_rejects_bad_arguments(exported, tmp_path, kwargs, me
     assert os.listdir(tmp_path / "base") == ["4"]
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_interrupted_export_leaves_no_version_and_the_next_one_succeeds(exported, tmp_path, monkeypatch):
     model = exported["unconditional_softmax"].model
     base = tmp_path / "pixelcnn"
@@ -623,6 +656,7 @@ def exported_log_prob(path, images, labels):
     return call_signature(tf.saved_model.load(path), "log_prob", {"images": images, "class_ids": labels})["log_prob"]
 
 
+@pytest.mark.large  # large: trains two runs with the trainer, then exports them
 def test_cli_exports_the_latest_checkpoint_without_a_final_model(model_dirs, tmp_path):
     checkpoints_only, _, images, labels, log_probs = model_dirs
     base = tmp_path / "pixelcnn"
@@ -635,6 +669,7 @@ def test_cli_exports_the_latest_checkpoint_without_a_final_model(model_dirs, tmp
     np.testing.assert_allclose(exported_log_prob(str(base / "1"), images, labels), log_probs["ckpt-2"], rtol=1e-5)
 
 
+@pytest.mark.large  # large: trains two runs with the trainer, then exports them
 def test_export_prefers_the_final_model_and_honours_checkpoint(model_dirs, tmp_path):
     _, full, images, labels, log_probs = model_dirs
     base = str(tmp_path / "pixelcnn")
@@ -650,6 +685,7 @@ def test_export_prefers_the_final_model_and_honours_checkpoint(model_dirs, tmp_p
         export_cli.export_from_model_dir(str(full), base, version=5)
 
 
+@pytest.mark.large  # large: a subprocess of the export binary
 def test_cli_fails_with_an_error_naming_the_flag(tmp_path):
     missing = tmp_path / "run"
     result = run_process(
@@ -660,6 +696,7 @@ def test_cli_fails_with_an_error_naming_the_flag(tmp_path):
     assert not os.path.exists(tmp_path / "b")
 
 
+@pytest.mark.large  # large: trains two runs with the trainer, then exports them
 def test_export_errors_name_the_flag(model_dirs, tmp_path):
     checkpoints_only, base = model_dirs[0], str(tmp_path / "b")
     (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
@@ -683,6 +720,7 @@ def test_export_errors_name_the_flag(model_dirs, tmp_path):
     assert not os.path.exists(base)
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 @pytest.mark.parametrize("name, replaced", BAD_FIXED_SHAPES)
 def test_wrong_fixed_shape_fails_with_invalid_argument(exported, loaded, name, replaced):
     with pytest.raises(tf.errors.InvalidArgumentError):

@@ -79,12 +79,14 @@ def assert_same_images(config, temperature=1.0, seed=(5, 11), dilation_rates=Non
     assert naive.std() > 0  # the draws are not degenerate
 
 
+@pytest.mark.large  # large: compiles both samplers for the pairwise grid of configurations
 @pytest.mark.parametrize("config", PAIRWISE, ids=lambda c: "-".join(map(str, c)))
 def test_cached_equals_naive(config):
     assert_same_images(config)
 
 
 @pytest.mark.slow
+@pytest.mark.large  # large: the full grid of 160 configurations (3 minutes); run with -m slow
 @pytest.mark.parametrize("config", FULL_GRID, ids=lambda c: "-".join(map(str, c)))
 def test_cached_equals_naive_full_grid(config):
     assert_same_images(config, temperature=0.8)
@@ -92,7 +94,8 @@ def test_cached_equals_naive_full_grid(config):
 
 @pytest.mark.parametrize(
     "config, rates",
-    [(("softmax", 3, "spatial_class", (6, 5), 3, 3, False), (1, 2, 3)),
+    [pytest.param(("softmax", 3, "spatial_class", (6, 5), 3, 3, False), (1, 2, 3),
+                  marks=pytest.mark.large),  # large: 90 naive sampling steps of a 3-layer model (~8 s)
      (("logistic_mixture", 1, "class", (7, 6), 5, 3, True), (2, 1, 3))],
     ids=["softmax", "mixture"],
 )  # fmt: skip

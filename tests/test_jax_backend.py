@@ -20,31 +20,41 @@ JAX_SCRIPT = textwrap.dedent(
     import keras
     import keras_pixelcnn as kp
     assert keras.backend.backend() == "jax"
-    config, weights_path, data_path, out_path = json.loads(sys.argv[1]), *sys.argv[2:]
-    model = kp.ConditionalPixelCNN.from_config(config)
-    model.load_weights(weights_path)
-    data = np.load(data_path)
-    out = model((data["images"], data["condition"]))
+    for case in json.loads(sys.argv[1]):
+        model = kp.ConditionalPixelCNN.from_config(case["config"])
+        model.load_weights(case["weights"])
+        data = np.load(case["data"])
+        np.save(case["out"], np.asarray(model((data["images"], data["condition"]))))
     assert "tensorflow" not in sys.modules, "the forward pass imported TensorFlow"
-    np.save(out_path, np.asarray(out))
     """
 )
+HEADS = ["softmax", "logistic_mixture"]
 
 
-@pytest.mark.parametrize("head", ["softmax", "logistic_mixture"])
-def test_forward_pass_under_jax_matches_tensorflow(tmp_path, head):
-    model = kp.ConditionalPixelCNN(
-        (4, 5, 3), num_layers=2, filters=6, kernel_size=3, head=head, num_mixtures=2, num_classes=3,
-        spatial_condition=True, skip_connections=True,
-    )
-    randomize_weights(model, scale=0.3)
+@pytest.fixture(scope="module")
+def forward_passes(tmp_path_factory):
+    """{head: (TF output, JAX output)}: one model per head, random weights, run here and in one JAX process."""
+    tmp_path = tmp_path_factory.mktemp("jax")
     images, condition = random_images((2, 4, 5, 3)), np.array([0, 2])
-    model.save_weights(tmp_path / "w.weights.h5")
     np.savez(tmp_path / "data.npz", images=images, condition=condition)
+    cases, tf_outputs = [], {}
+    for head in HEADS:
+        model = kp.ConditionalPixelCNN(
+            (4, 5, 3), num_layers=2, filters=6, kernel_size=3, head=head, num_mixtures=2, num_classes=3,
+            spatial_condition=True, skip_connections=True,
+        )
+        randomize_weights(model, scale=0.3)
+        model.save_weights(tmp_path / f"{head}.weights.h5")
+        tf_outputs[head] = np.asarray(model((images, condition)))
+        cases.append(dict(config=model.get_config(), weights=str(tmp_path / f"{head}.weights.h5"),
+                          data=str(tmp_path / "data.npz"), out=str(tmp_path / f"{head}.npy")))  # fmt: skip
     env = subprocess_env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT, json.dumps(model.get_config()), str(tmp_path / "w.weights.h5"),
-         str(tmp_path / "data.npz"), str(tmp_path / "out.npy")],
-        env=env, check=True, timeout=300,
-    )
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model((images, condition)), rtol=1e-4, atol=1e-4)
+    subprocess.run([sys.executable, "-c", JAX_SCRIPT, json.dumps(cases)], env=env, check=True, timeout=300)
+    return {head: (tf_outputs[head], np.load(tmp_path / f"{head}.npy")) for head in HEADS}
+
+
+@pytest.mark.large  # large: one JAX subprocess (~10 s)
+@pytest.mark.parametrize("head", HEADS)
+def test_forward_pass_under_jax_matches_tensorflow(forward_passes, head):
+    tf_output, jax_output = forward_passes[head]
+    np.testing.assert_allclose(jax_output, tf_output, rtol=1e-4, atol=1e-4)

@@ -151,6 +151,7 @@ def test_untrained_softmax_model_gives_exactly_8_bits_per_dim():
     np.testing.assert_allclose(model.bits_per_dim(images, np.array([0, 1, 3])), 8.0, atol=1e-6)
 
 
+@pytest.mark.large  # large: trains 300 steps
 def test_small_model_overfits_a_fixed_batch_below_4_bits_per_dim():
     keras.utils.set_random_seed(1)
     rows, cols = np.mgrid[0:6, 0:6]

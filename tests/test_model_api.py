@@ -45,6 +45,7 @@ def bits_per_dim_method(model, images, condition):
     return model.bits_per_dim(images) if condition is None else model.bits_per_dim(images, condition)
 
 
+@pytest.mark.large  # large: fits and evaluates several models
 @pytest.mark.parametrize("case", CASES)
 def test_on_batch_methods_agree_with_evaluate_and_bits_per_dim(case):
     model, images, condition = make(case)

@@ -41,6 +41,7 @@ def test_a_bad_precision_is_named():
         TrainConfig(mixed_precision="fp8").validate()
 
 
+@pytest.mark.large  # large: trainer runs and a resume
 def test_run_config_records_the_resolution_and_a_resume_keeps_it(tmp_path, monkeypatch):
     model_dir = str(tmp_path / "run")
     monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [])
@@ -57,6 +58,7 @@ def test_run_config_records_the_resolution_and_a_resume_keeps_it(tmp_path, monke
     assert json.load(open(os.path.join(model_dir, "run_config.json")))["resolved_mixed_precision"] == "bfloat16"
 
 
+@pytest.mark.large  # large: trains a model in two precisions
 def test_bfloat16_trains_as_well_as_float32(tmp_path):
     schedule = TINY.replace(train_steps=60, eval_every=60, learning_rate=0.005)
     float32 = train_lib.train_and_evaluate(schedule.replace(mixed_precision="none"), str(tmp_path / "f32"))

@@ -114,6 +114,7 @@ def assert_same_outputs(got, expected, where=""):
 # -- the export records its limit and contract ------------------------------------------------------------------
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_export_info_records_the_limit_kind_and_signatures(exported, loaded):
     for kind, case in exported.items():
         with open(os.path.join(case.path, "assets.extra", "pixelcnn_export.json"), encoding="utf-8") as f:
@@ -131,6 +132,7 @@ def test_export_info_records_the_limit_kind_and_signatures(exported, loaded):
                 assert len(shape) == value.ndim and shape[1:] == list(value.shape[1:]), (kind, name, shape)
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 @pytest.mark.parametrize("max_batch_size", [0, -1, True, 2.0, "8"])
 def test_export_rejects_a_bad_max_batch_size(exported, tmp_path, max_batch_size):
     with pytest.raises(ValueError, match=r"max_batch_size: expected None \(no limit\) or an int >= 1"):
@@ -197,6 +199,7 @@ def test_the_malformed_table_covers_every_signature_of_every_kind():
     assert covered == {(kind, signature) for kind, signatures in SIGNATURES.items() for signature in signatures}
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 @pytest.mark.parametrize("kind, signature, replaced, message", MALFORMED)
 def test_malformed_request_fails_with_invalid_argument_naming_the_input(
     exported, loaded, kind, signature, replaced, message
@@ -210,6 +213,7 @@ def test_malformed_request_fails_with_invalid_argument_naming_the_input(
 # -- batch limits -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_requests_at_max_batch_size_succeed_and_one_more_is_refused(exported, loaded):
     for kind, case in exported.items():
         at_limit, above = good_requests(kind, case.model, MAX_BATCH), good_requests(kind, case.model, MAX_BATCH + 1)
@@ -220,6 +224,7 @@ def test_requests_at_max_batch_size_succeed_and_one_more_is_refused(exported, lo
             assert_refused(loaded[kind], signature, above[signature], f"at most max_batch_size={MAX_BATCH}")
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_huge_requests_are_refused_promptly(exported, loaded):
     good = good_requests("unconditional", exported["unconditional"].model, 1)["serving_default"]
     call_signature(loaded["unconditional"], "serving_default", good)  # traced and warm
@@ -233,6 +238,7 @@ def test_huge_requests_are_refused_promptly(exported, loaded):
     assert time.monotonic() - start < PROMPT_S
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_max_batch_size_none_means_no_limit(exported, tmp_path):
     path = export_saved_model(exported["unconditional"].model, tmp_path / "nolimit", max_batch_size=None)
     with open(os.path.join(path, "assets.extra", "pixelcnn_export.json"), encoding="utf-8") as f:
@@ -242,6 +248,7 @@ def test_max_batch_size_none_means_no_limit(exported, tmp_path):
     assert images.shape == (MAX_BATCH + 3, 4, 4, 1)
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_exporter_prints_and_records_the_limit(exported, tmp_path, capsys):
     model_dir = tmp_path / "run"
     model_dir.mkdir()
@@ -272,6 +279,7 @@ BAD_FOR_CLASS = [
 ]
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_concurrent_mixed_requests_match_the_same_requests_alone(exported, loaded):
     """8 threads x 20 requests, good and bad interleaved, on one loaded model."""
     model, signatures = exported["class"].model, loaded["class"]
@@ -322,6 +330,7 @@ def tf_serving_response(outputs):
     return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_rest_request_and_response_round_trip_for_every_signature(exported, loaded):
     for kind, case in exported.items():
         for signature, inputs in good_requests(kind, case.model, 2, seed=3).items():
@@ -396,6 +405,7 @@ def run_module(module, *args):
     return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_rest_client_predict_and_command_line(exported, loaded, rest_server, tmp_path):
     inputs = good_requests("autoencoder", exported["autoencoder"].model, 2, seed=4)["reconstruct"]
     outputs = rest_client.predict(rest_server, "autoencoder", rest_client.build_rest_request("reconstruct", inputs))

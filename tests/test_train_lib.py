@@ -158,6 +158,7 @@ def test_a_nan_loss_raises_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-3")
 
 
+@pytest.mark.large  # large: two trainer runs with evaluations (~5 s)
 def test_ema_evaluates_the_averaged_weights(tmp_path):
     model_dir = str(tmp_path / "run")
     config = TINY.replace(train_steps=8, eval_every=8, ema_decay=0.8, learning_rate=0.01)
@@ -215,6 +216,7 @@ def test_the_dtype_policy_is_restored_and_threads_can_train(tmp_path):
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
+@pytest.mark.large  # large: a trainer run, evaluation, sampling and export on ram://
 def test_a_ram_filesystem_round_trip(tmp_path):
     import keras_pixelcnn
 
@@ -344,6 +346,7 @@ def _tall_npz(tmp_path):
     return f"npz:{path}"
 
 
+@pytest.mark.large  # large: five trainer runs of an 8 x 5x5 trunk
 def test_the_sized_trunk_is_recorded_and_a_resume_must_ask_for_it(tmp_path):
     config = TrainConfig(dataset=_tall_npz(tmp_path), filters=4, batch_size=8, train_steps=2, eval_every=2,
                          samples_per_class=0, eval_examples=16)  # fmt: skip
@@ -371,6 +374,7 @@ def test_the_sized_trunk_is_recorded_and_a_resume_must_ask_for_it(tmp_path):
         train_lib.train_and_evaluate(config.replace(train_steps=4), old)
 
 
+@pytest.mark.large  # large: three trainer runs
 def test_dilation_is_resolved_recorded_kept_on_resume_and_saved(tmp_path):
     config = TINY.replace(dataset=_tall_npz(tmp_path), train_steps=2, eval_every=2, dilation_rates="auto")
     model_dir = str(tmp_path / "run")

@@ -25,6 +25,7 @@ def fixed_batch_bits(model, seed=0):
     return np.asarray(model.bits_per_dim(images, np.array([0, 3, 5, 9])))
 
 
+@pytest.mark.large  # large: 120 trainer steps, evaluate and sample
 def test_trainer_end_to_end_on_the_embedded_digits(tmp_path):
     model_dir = str(tmp_path / "run")
     run_main(train, [f"--model_dir={model_dir}", "--train_steps=120", "--eval_every=60", *TINY, "--batch_size=32"])
@@ -60,10 +61,18 @@ def test_trainer_end_to_end_on_the_embedded_digits(tmp_path):
         run_main(sample, [f"--model_dir={model_dir}", "--class_ids=12"])
 
 
-@pytest.mark.parametrize("dataset, channels", [("mnist", 1), ("cifar10", 3)])
-def test_trainer_reads_tfds_datasets(tmp_path, dataset, channels):
+@pytest.mark.parametrize("dataset, shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))], ids=["mnist", "cifar10"])
+def test_trainer_reads_tfds_datasets(tmp_path, monkeypatch, dataset, shape):
     import tensorflow_datasets as tfds
 
+    batches = []  # what reaches the train step: (images, labels) of every step
+    real_make_train_step = train_lib.make_train_step
+
+    def recording(*args, **kwargs):
+        step = real_make_train_step(*args, **kwargs)
+        return lambda batch: batches.append([np.asarray(x) for x in batch]) or step(batch)
+
+    monkeypatch.setattr(train_lib, "make_train_step", recording)
     model_dir = str(tmp_path / dataset)
     with tfds.testing.mock_data(num_examples=40):
         run_main(
@@ -81,9 +90,17 @@ def test_trainer_reads_tfds_datasets(tmp_path, dataset, channels):
                 "--conditioning=class",
             ],
         )
+    assert len(batches) == 2
+    for images, labels in batches:
+        assert images.dtype == np.uint8 and images.shape == (8, *shape)
+        assert images.min() < 64 and images.max() > 192  # mock pixels span 0..255, not rescaled
+        assert labels.dtype == np.int32 and labels.shape == (8,)
+        assert labels.min() >= 0 and labels.max() < 10 and len(set(labels.tolist())) > 1
     model, _ = load_model(model_dir)
-    assert model.image_shape[-1] == channels and model.num_classes == 10
-    assert json.load(open(os.path.join(model_dir, "metrics.json")))["step"] == 2
+    assert model.image_shape == shape and model.num_classes == 10
+    metrics = json.load(open(os.path.join(model_dir, "metrics.json")))
+    assert metrics["step"] == 2 and metrics["dataset"] == dataset
+    assert np.isfinite(metrics["test_bits_per_dim"]) and 0 < metrics["test_bits_per_dim"] < 9
 
 
 @pytest.mark.parametrize(
@@ -112,6 +129,7 @@ def test_unknown_dataset_or_head_is_a_flag_error(argv, pattern):
         run_main(train, ["--model_dir=/tmp/unused", *argv])
 
 
+@pytest.mark.large  # large: a trainer subprocess on 2 logical CPUs
 def test_bad_batch_for_replicas_exits_non_zero_with_its_message(tmp_path):
     script = (
         "import sys, tensorflow as tf\n"
@@ -169,6 +187,7 @@ def _wait_for_checkpoint(model_dir, process, timeout=240):
     raise AssertionError("no checkpoint appeared")
 
 
+@pytest.mark.large  # large: two trainer subprocesses, one killed
 def test_resume_after_sigkill_restores_step_optimizer_and_weights(tmp_path):
     model_dir = str(tmp_path / "run")
     argv = [
@@ -204,6 +223,7 @@ def test_resume_after_sigkill_restores_step_optimizer_and_weights(tmp_path):
     np.testing.assert_array_equal(fixed_batch_bits(after), expected)
 
 
+@pytest.mark.large  # large: a trainer subprocess stopped by SIGTERM
 def test_sigterm_checkpoints_then_exits(tmp_path):
     model_dir = str(tmp_path / "run")
     argv = [
@@ -273,6 +293,7 @@ def test_ema_weights_are_what_gets_evaluated_and_saved(tmp_path):
     )
 
 
+@pytest.mark.large  # large: a trainer run per precision and option (XLA among them)
 @pytest.mark.parametrize(
     "argv",
     [

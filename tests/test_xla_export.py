@@ -97,6 +97,7 @@ np.savez(sys.argv[2], **results)
 """
 
 
+@pytest.mark.large  # large: uses the module's XLA and graph SavedModel exports (built once per module)
 def test_xla_export_loads_in_a_fresh_process_and_matches_sample(exports, tmp_path):
     spec = {}
     for name, case in exports.items():
@@ -118,6 +119,7 @@ def test_xla_export_loads_in_a_fresh_process_and_matches_sample(exports, tmp_pat
         assert case["expected"].std() > 0, name
 
 
+@pytest.mark.large  # large: uses the module's XLA and graph SavedModel exports (built once per module)
 def test_xla_export_compiles_the_sampler_and_the_default_export_does_not(exports):
     for name, case in exports.items():
         functions, nodes, xla_ops = xla_attributes_and_ops(case["default"])
@@ -126,6 +128,7 @@ def test_xla_export_compiles_the_sampler_and_the_default_export_does_not(exports
         assert functions or nodes, name
 
 
+@pytest.mark.large  # large: uses the module's XLA and graph SavedModel exports (built once per module)
 def test_xla_export_still_checks_requests(exports):
     loaded = tf.saved_model.load(exports["classes"]["xla"])
     inputs = {k: tf.constant(v) for k, v in exports["classes"]["inputs"].items()}
@@ -143,6 +146,7 @@ def test_export_jit_compile_must_be_a_bool(tmp_path, bad):
     assert not os.path.exists(tmp_path / "m" / "1")
 
 
+@pytest.mark.large  # large: trains, then exports with XLA through the binary
 def test_cli_jit_compile_flag_exports_an_xla_sampler(tmp_path):
     model = kp.ConditionalPixelCNN((3, 3, 1), num_layers=1, filters=4, kernel_size=3, num_classes=2)
     run = tmp_path / "run"

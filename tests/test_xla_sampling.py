@@ -32,6 +32,7 @@ def _sample(model, condition, **kwargs):
     return np.asarray(model.sample(condition=condition, **kwargs))
 
 
+@pytest.mark.large  # large: compiles samplers with XLA
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(map(str, c)))
 def test_xla_cached_equals_graph_cached(config):
     model, condition = make_model(*config)
@@ -42,6 +43,7 @@ def test_xla_cached_equals_graph_cached(config):
     np.testing.assert_array_equal(_sample(model, condition, seed=(3, 9), temperature=0.9), xla)  # None = XLA
 
 
+@pytest.mark.large  # large: compiles samplers with XLA
 @pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[3]], ids=lambda c: "-".join(map(str, c)))
 def test_xla_naive_equals_xla_cached(config):
     model, condition = make_model(*config)
@@ -58,6 +60,7 @@ def test_single_stack_pixelcnn_xla_equals_graph():
     np.testing.assert_array_equal(np.asarray(model.sample(condition=classes, seed=2, jit_compile=True)), graph)
 
 
+@pytest.mark.large  # large: compiles samplers with XLA
 @pytest.mark.parametrize("spatial", [False, True])
 def test_autoencoder_reconstruct_and_interpolate_xla_equal_graph(spatial):
     model = kp.PixelCNNAutoEncoder(
@@ -75,6 +78,7 @@ def test_autoencoder_reconstruct_and_interpolate_xla_equal_graph(spatial):
     np.testing.assert_array_equal(np.asarray(line_xla), np.asarray(line_graph))
 
 
+@pytest.mark.large  # large: compiles samplers with XLA
 @pytest.mark.parametrize("bad", ["auto", 1, 0, "True", [True]])
 def test_bad_jit_compile_values_are_refused(bad):
     model, condition = make_model("softmax", 1, "class", (2, 2), 3, 1, False)
@@ -85,6 +89,7 @@ def test_bad_jit_compile_values_are_refused(bad):
         autoencoder.reconstruct(random_images((1, 4, 4, 1)), jit_compile=bad)
 
 
+@pytest.mark.large  # large: compiles samplers with XLA
 def test_uniform_noise_is_counter_based_and_identical_under_xla():
     key = seed_key(tf.constant(normalize_seed(7)))
     steps = tf.range(10, 16)
