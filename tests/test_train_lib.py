@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 
 from keras_pixelcnn.model_dir import load_model
 from trainers import evaluate, sample, train_lib
-from trainers.config import PRESETS, TrainConfig, resolve_dilation_rates, resolve_trunk
+from trainers.config import PRESETS, TrainConfig, resolve_dilation_rates, resolve_filters, resolve_trunk
 from trainers.loop import WeightAverage
 
 TINY = TrainConfig(num_layers=2, filters=8, batch_size=16, samples_per_class=0, eval_examples=32, log_every=5)
@@ -391,3 +391,41 @@ def test_dilation_is_resolved_recorded_kept_on_resume_and_saved(tmp_path):
     explicit = str(tmp_path / "explicit")
     train_lib.train_and_evaluate(config.replace(dilation_rates="none"), explicit)
     assert read_json(os.path.join(explicit, "run_config.json"))["resolved_dilation_rates"] == [1, 1]
+
+
+def test_the_default_width_is_resolved_from_the_channels():
+    default = TrainConfig()
+    assert default.filters is None
+    assert [resolve_filters(default, (8, 8, c)) for c in (1, 2, 3, 4)] == [32, 32, 33, 32]  # softmax: C groups
+    assert resolve_filters(default.replace(head="logistic_mixture"), (8, 8, 3)) == 32  # pixel-level masks
+    assert resolve_filters(default.replace(filters=48), (8, 8, 3)) == 48  # a given width is kept
+    with pytest.raises(ValueError, match="filters: expected >= 1 \\(an int\\), got 0"):
+        default.replace(filters=0).validate()
+
+
+@pytest.mark.large  # large: three trainer runs (grey, RGB and RGBA own data)
+@pytest.mark.parametrize("channels, filters", [(1, 32), (3, 33), (4, 32)])
+def test_a_default_flag_run_trains_on_own_data_of_any_channels(tmp_path, channels, filters):
+    from conftest import run_main
+
+    from trainers import train
+
+    rng = np.random.default_rng(channels)
+    path = str(tmp_path / "own.npz")
+    np.savez(path, images=rng.integers(0, 256, (40, 4, 4, channels), dtype=np.uint8), labels=np.arange(40) % 2)
+    model_dir = str(tmp_path / "run")
+    # The model's flags are all defaults (RGB used to fail: "--filters: expected a positive multiple of the 3 ...").
+    run_main(train, [f"--model_dir={model_dir}", f"--dataset=npz:{path}", "--train_steps=2", "--eval_every=2",
+                     "--samples_per_class=0"])  # fmt: skip
+    metrics = read_json(os.path.join(model_dir, "metrics.json"))
+    assert metrics["step"] == 2 and np.isfinite(metrics["test_bits_per_dim"])
+    recorded = read_json(os.path.join(model_dir, "run_config.json"))
+    assert (recorded["filters"], recorded["resolved_filters"]) == (None, filters)
+    model = load_model(model_dir)[0]
+    assert model.image_shape == (4, 4, channels) and model.filters == filters
+    # A resume that leaves filters to the default keeps the recorded width.
+    recorded["resolved_filters"] = filters + channels
+    with open(os.path.join(model_dir, "run_config.json"), "w") as handle:
+        json.dump(recorded, handle)
+    assert train_lib.resolved_filters(TrainConfig(), (4, 4, channels), model_dir) == filters + channels
+    assert train_lib.resolved_filters(TrainConfig(filters=8), (4, 4, channels), model_dir) == 8

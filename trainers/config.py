@@ -40,7 +40,10 @@ class TrainConfig:
         num_layers and kernel_size None (the defaults) size the trunk to the
         images (``resolve_trunk``): 6 layers of 3x3 when they see the whole
         image height (images up to 8 rows, such as the embedded digits), else
-        8 layers of 5x5.
+        8 layers of 5x5. filters None (the default) is DEFAULT_FILTERS, rounded up
+        to a multiple of the image channels for the softmax head, whose colour
+        masks need one feature group per channel (``resolve_filters``): 32 for
+        grey and RGBA images, 33 for RGB.
       dilation_rates: auto (the default) | none (the paper's trunk) | one int
         per layer ("1,2,4,1,2,4"); auto: none when the undilated stack sees the
         whole image height, else rates 1, 2, 4, ... cycled until it does
@@ -79,7 +82,7 @@ class TrainConfig:
     embedding_model: Optional[str] = None
     spatial_condition: bool = False
     num_layers: Optional[int] = None
-    filters: int = 32
+    filters: Optional[int] = None
     kernel_size: Optional[int] = None
     dilation_rates: str = "auto"
     head: str = "softmax"
@@ -115,10 +118,11 @@ class TrainConfig:
         from keras_pixelcnn.validation import is_int
         from trainers import data
 
-        for name in ("train_steps", "eval_every", "log_every", "filters", "num_mixtures", "bottleneck_dim"):
+        for name in ("train_steps", "eval_every", "log_every", "num_mixtures", "bottleneck_dim"):
             _check_int(self, name, minimum=1)
-        if self.num_layers is not None:
-            _check_int(self, "num_layers", minimum=1)
+        for name in ("num_layers", "filters"):
+            if getattr(self, name) is not None:
+                _check_int(self, name, minimum=1)
         if not is_int(self.batch_size) or self.batch_size < 1:
             raise ValueError(
                 f"batch_size: the global batch must split evenly over the replicas: expected an int >= 1, "
@@ -206,6 +210,24 @@ class TrainConfig:
 
 # Fields added after run_config.json files were first written -> the value every run before them used.
 _BEFORE_THE_FIELD_EXISTED = {"weight_decay": 0.0, "dilation_rates": "none"}
+
+DEFAULT_FILTERS = 32  # features per layer when filters is None (resolve_filters)
+
+
+def resolve_filters(config, image_shape):
+    """config.filters, or for None DEFAULT_FILTERS rounded up to what ``config.head`` needs on ``image_shape``.
+
+    The softmax head's colour masks split the features into one group per image channel, so its
+    width must be a multiple of C (33 for RGB); the mixture head's masks work on whole pixels.
+    """
+    if config.filters is not None:
+        return config.filters
+    from keras_pixelcnn.heads import make_head
+
+    head = make_head(config.head, image_shape[-1], config.num_mixtures)
+    groups = 1 if head.pixel_level_masks else image_shape[-1]
+    return -(-DEFAULT_FILTERS // groups) * groups
+
 
 Trunk = collections.namedtuple("Trunk", "num_layers kernel_size dilation_rates")
 SMALL_TRUNK = (6, 3)  # (num_layers, kernel_size) for images its vertical stack sees whole: up to 8 rows

@@ -63,7 +63,11 @@ flags.DEFINE_bool(
 flags.DEFINE_integer(
     "num_layers", DEFAULTS.num_layers, "Gated layers (default: sized to the images, 6 up to 8 rows high, else 8)."
 )
-flags.DEFINE_integer("filters", DEFAULTS.filters, "Features per layer (a multiple of C for the softmax head).")
+flags.DEFINE_integer(
+    "filters",
+    DEFAULTS.filters,
+    "Features per layer, a multiple of C for the softmax head (default: 32 rounded up to a multiple of C, 33 for RGB).",
+)
 flags.DEFINE_integer(
     "kernel_size", DEFAULTS.kernel_size, "Odd filter size n >= 3 (default: 3 for images up to 8 rows high, else 5)."
 )

@@ -41,7 +41,7 @@ from absl import logging
 
 from keras_pixelcnn import model_dir as layout
 from trainers import data as data_lib
-from trainers.config import Trunk, resolve_trunk
+from trainers.config import Trunk, resolve_filters, resolve_trunk
 from trainers.loop import WeightAverage, make_evaluator, make_train_step, read_scalar
 from trainers.precision import PRECISIONS, policy_name, resolve_mixed_precision
 
@@ -84,17 +84,19 @@ def load_embedding_model(path, image_shape, dataset=None):
     return embedding  # its outputs [batch, D] are checked by EmbeddingConditionedPixelCNN
 
 
-def build_model(config, image_shape, num_classes, trunk=None):
+def build_model(config, image_shape, num_classes, trunk=None, filters=None):
     """The model ``config.conditioning`` asks for.
 
     ConditionalPixelCNN (none, class), PixelCNNAutoEncoder or EmbeddingConditionedPixelCNN, with
-    ``trunk``'s num_layers, kernel_size and dilation_rates (None: ``resolve_trunk(config, image_shape[0])``).
+    ``trunk``'s num_layers, kernel_size and dilation_rates (None: ``resolve_trunk(config, image_shape[0])``)
+    and ``filters`` features per layer (None: ``resolve_filters(config, image_shape)``).
     """
     import keras_pixelcnn
 
     trunk = trunk or resolve_trunk(config, image_shape[0])
+    filters = filters or resolve_filters(config, image_shape)
     decoder_options = dict(
-        trunk._asdict(), filters=config.filters, head=config.head, num_mixtures=config.num_mixtures,
+        trunk._asdict(), filters=filters, head=config.head, num_mixtures=config.num_mixtures,
         dropout=config.dropout, spatial_condition=config.spatial_condition,
     )  # fmt: skip
     if config.conditioning == "autoencoder":
@@ -174,11 +176,12 @@ def train_and_evaluate(config, model_dir, strategy=None, callbacks=None):
     data.split("test")  # fail fast, before anything is built, when tfds's files are not there
     precision = resolved_precision(config, model_dir)
     trunk = resolved_trunk(config, data.image_shape, model_dir)
+    filters = resolved_filters(config, data.image_shape, model_dir)
     previous_policy = keras.mixed_precision.global_policy()
     try:
         keras.utils.set_random_seed(config.seed)
         keras.mixed_precision.set_dtype_policy(policy_name(precision))
-        run = _Run(config, model_dir, strategy, data, callbacks, precision, trunk)
+        run = _Run(config, model_dir, strategy, data, callbacks, precision, trunk, filters)
         return run.train()
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
@@ -228,6 +231,18 @@ def resolved_trunk(config, image_shape, model_dir):
     )
 
 
+def resolved_filters(config, image_shape, model_dir):
+    """config's features per layer for ``image_shape`` (``resolve_filters``), or as recorded on resume.
+
+    A resumed run that leaves filters to the default keeps the width its run_config.json recorded
+    (should the default's rule have changed since).
+    """
+    recorded = _resumed_run_config(model_dir)
+    if config.filters is None and recorded.get("filters") is None and isinstance(recorded.get("resolved_filters"), int):
+        return recorded["resolved_filters"]
+    return resolve_filters(config, image_shape)
+
+
 def _recorded_trunk(recorded):
     """The Trunk run_config.json records (its resolved_* values; older files: the fields), None if unknown."""
     num_layers = recorded.get("resolved_num_layers", recorded.get("num_layers"))
@@ -257,12 +272,12 @@ def _recorded_flags(config, model_dir):
 class _Run:
     """State and side effects of one training run (files written by the chief only)."""
 
-    def __init__(self, config, model_dir, strategy, data, callbacks, precision, trunk):
+    def __init__(self, config, model_dir, strategy, data, callbacks, precision, trunk, filters):
         self.config, self.model_dir, self.strategy, self.data = config, model_dir, strategy, data
         self.chief = is_chief(strategy)
         num_classes = data.num_classes if config.conditioning == "class" else None
         with strategy.scope():
-            self.model = build_model(config, data.image_shape, num_classes, trunk)  # errors name the field
+            self.model = build_model(config, data.image_shape, num_classes, trunk, filters)  # errors name the field
             self.optimizer = build_optimizer(config, loss_scaling=precision == "float16")
             self.optimizer.build(self.model.trainable_variables)  # slots inside the strategy scope
             self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay > 0 else None
@@ -292,7 +307,7 @@ class _Run:
         self.step = read_scalar(self.optimizer.iterations)
         if restored:
             logging.info("Resumed from %s: step %d, optimizer iterations %d.", restored, self.step, self.step)
-        self.precision, self.trunk = precision, trunk
+        self.precision, self.trunk, self.filters = precision, trunk, filters
         self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs")) if self.chief else None
         self.metrics_path = os.path.join(model_dir, layout.METRICS)
         self.metrics = layout.read_json(self.metrics_path, {})
@@ -326,6 +341,7 @@ class _Run:
                 resolved_num_layers=self.trunk.num_layers,
                 resolved_kernel_size=self.trunk.kernel_size,
                 resolved_dilation_rates=list(self.trunk.dilation_rates),
+                resolved_filters=self.filters,
             )
         # Resumed runs reshuffle from seed + step: deterministic for a given resume point.
         train_data = data_lib.train_pipeline(self.data, config.batch_size, config.seed + self.step)
