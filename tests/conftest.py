@@ -4,7 +4,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras
 import numpy as np
 import pytest
 from absl import flags
@@ -77,6 +76,8 @@ def subprocess_env(**extra):
 
 @pytest.fixture(autouse=True)
 def _seed():
+    import keras  # here, not at the top: pytest-xdist's controller process never needs TensorFlow
+
     keras.utils.set_random_seed(0)
 
 

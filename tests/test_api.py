@@ -17,6 +17,7 @@ def small(**kwargs):
 # -- fit ------------------------------------------------------------------------------
 
 
+@pytest.mark.large  # large: fits on arrays, tuples and datasets (a compile each)
 def test_fit_takes_images_tuples_and_datasets_and_logs_bits_per_dim():
     images = random_images((8, 4, 4, 3))
     labels = np.arange(8) % 3

@@ -82,6 +82,7 @@ def test_gradients_reach_the_encoder_and_its_weights_change():
     assert all(g is not None and float(tf.norm(g)) > 0 for g in gradients)
 
 
+@pytest.mark.large  # large: fits a decoder over a frozen embedding network
 def test_frozen_embedding_model_stays_fixed_while_the_decoder_trains(tmp_path):
     embedding = keras.Sequential(
         [keras.Input((4, 4, 1)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(), keras.layers.Dense(5)]

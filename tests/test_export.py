@@ -1,6 +1,6 @@
 """TF-Serving export: keras_pixelcnn.export_saved_model, export/export.py and export/grpc_client.py.
 
-Small models are trained for two steps and exported once per module; each
+Small models with random weights are exported once per module; each
 test then checks one part of the contract: the signatures seen by a fresh
 process (no keras_pixelcnn), by saved_model_cli (the session-based loader,
 the closest stand-in for TF-Serving here), by the gRPC request builder and a
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import app
-from conftest import call_signature
+from conftest import call_signature, randomize_weights
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
 import keras_pixelcnn as kp
@@ -88,13 +88,12 @@ def make_condition(kind, batch_size, seed):
     return {}
 
 
-def train_briefly(model, kind, seed=0):
-    """Two Adam steps on random images, so that the weights (and the zero-initialised head) move."""
-    images = random_images((8,) + model.image_shape, seed)
-    condition = make_condition(kind, 8, seed)
-    model.compile(optimizer="adam")
-    model.fit((images, *condition.values()) if condition else images, epochs=1, batch_size=4, verbose=0)
-    return model
+def with_random_weights(model, kind, seed=0):
+    """``model`` built on one batch, every weight (the zero-initialised head too) replaced by N(0, 0.3^2) noise."""
+    images = random_images((1,) + model.image_shape, seed)
+    condition = make_condition(kind, 1, seed)
+    model((images, *condition.values()) if condition else images)
+    return randomize_weights(model, seed=seed, scale=0.3)
 
 
 @dataclasses.dataclass
@@ -112,7 +111,7 @@ def exported(tmp_path_factory):
     cases = {}
     for name, (build, kind) in CASES.items():
         keras.utils.set_random_seed(0)
-        model = train_briefly(build(), kind)
+        model = with_random_weights(build(), kind)
         condition = make_condition(kind, NUM_SAMPLES, seed=1)
         sample_inputs = dict(condition or {"num_samples": np.int32(NUM_SAMPLES)}, seed=SEED, temperature=TEMPERATURE)
         images = random_images((NUM_SAMPLES,) + model.image_shape, seed=2)
@@ -178,8 +177,6 @@ np.savez(sys.argv[2], **results)
 
 def test_a_tiny_export_serves_what_the_python_api_computes(tmp_path):
     """The fast tier's export check: one tiny model exported and called in this process, a bad request refused."""
-    from conftest import randomize_weights
-
     model = kp.ConditionalPixelCNN((3, 3, 1), num_layers=1, filters=4, kernel_size=3, num_classes=2)
     model((np.zeros((1, 3, 3, 1), np.uint8), np.zeros([1], np.int32)))
     randomize_weights(model, scale=0.3)

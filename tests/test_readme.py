@@ -89,6 +89,7 @@ def parsed():
     return {module: list(zip(argvs, errors[module])) for module, argvs in commands.items()}
 
 
+@pytest.mark.large  # large: a subprocess that imports every binary (its module fixture)
 def test_every_documented_command_parses(parsed):
     assert {"trainers.train", "trainers.evaluate", "trainers.sample", "export.export"} <= set(parsed)
     assert {"trainers.embedding_model", "export.rest_client", "export.grpc_client"} <= set(parsed)  # docs/
@@ -99,6 +100,7 @@ def test_every_documented_command_parses(parsed):
                 assert error is None, f"python -m {module} {shlex.join(argv)}: {error}"
 
 
+@pytest.mark.large  # large: the same subprocess (its module fixture)
 @pytest.mark.parametrize("module, argv, flag", BAD_FLAGS)
 def test_the_readme_check_catches_a_bad_flag(parsed, module, argv, flag):
     error = dict((tuple(args), error) for args, error in parsed[module])[tuple(argv)]

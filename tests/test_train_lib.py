@@ -54,6 +54,7 @@ class Recorder(keras.callbacks.Callback):
         self.events.append(("test_end", dict(logs)))
 
 
+@pytest.mark.large  # large: two trainer runs, 30 steps and three evaluations
 def test_train_and_evaluate_returns_the_final_metrics_and_resumes(tmp_path):
     model_dir = str(tmp_path / "run")
     metrics = train_lib.train_and_evaluate(TINY.replace(train_steps=20, eval_every=10), model_dir)
