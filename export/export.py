@@ -6,7 +6,7 @@ Usage:
   # XLA-compiled sampling signatures, for a server started with --xla_cpu_compilation_enabled:
   python -m export.export --model_dir=runs/mnist --export_base=/models/pixelcnn-xla --jit_compile
 
-What is exported from --model_dir (layout: keras_pixelcnn/model_dir.py):
+What is exported from --model_dir (layout: trainers/model_dir.py):
   * --checkpoint if given (a prefix, or a name such as ckpt-3 in checkpoints/),
     restored into the architecture of model_config.json;
   * else model.keras, the final model;
@@ -63,7 +63,7 @@ def export_from_model_dir(
       app.UsageError: nothing to export, or a bad argument; the message names the flag.
     """
     from keras_pixelcnn.export_lib import export_info, export_saved_model
-    from keras_pixelcnn.model_dir import load_model
+    from trainers.model_dir import load_model
 
     try:
         model, source = load_model(model_dir, checkpoint)

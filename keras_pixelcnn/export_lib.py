@@ -415,6 +415,40 @@ def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def is_local(path):
+    """True for a path of the local file system (no ``scheme://``)."""
+    return "://" not in os.fspath(path)
+
+
+def publish_directory(local_dir, target):
+    """Moves the finished directory ``local_dir`` to ``target`` so that readers never see half of it.
+
+    A local target is a rename (atomic). Other file systems (gs://, ram://) cannot
+    rename a directory atomically: the files are copied one by one, with
+    ``saved_model.pb`` last (TF-Serving loads a version once that file exists),
+    and ``local_dir`` is removed.
+    """
+    import tensorflow as tf
+
+    if is_local(target):
+        os.rename(local_dir, target)
+        return
+    files = []
+    for directory, _, names in os.walk(local_dir):
+        files += [os.path.relpath(os.path.join(directory, name), local_dir) for name in names]
+    files.sort(key=lambda name: name == "saved_model.pb")
+    try:
+        for name in files:
+            destination = f"{target}/{name}"
+            tf.io.gfile.makedirs(os.path.dirname(destination))
+            tf.io.gfile.copy(os.path.join(local_dir, name), destination, overwrite=True)
+    except BaseException:  # no half-copied version left behind
+        if tf.io.gfile.exists(target):
+            tf.io.gfile.rmtree(target)
+        raise
+    shutil.rmtree(local_dir)
+
+
 def export_saved_model(model, export_base, version=None, *, jit_compile=False, max_batch_size=DEFAULT_MAX_BATCH_SIZE):
     """Exports ``model`` for TF-Serving as ``<export_base>/<version>/``, atomically.
 
@@ -451,7 +485,6 @@ def export_saved_model(model, export_base, version=None, *, jit_compile=False, m
 
     from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
     from keras_pixelcnn.model import PixelCNNBase
-    from keras_pixelcnn.model_dir import is_local, publish_directory
 
     if not isinstance(model, (PixelCNNBase, PixelCNNAutoEncoder)):
         raise ValueError(
@@ -485,7 +518,7 @@ def export_saved_model(model, export_base, version=None, *, jit_compile=False, m
         archive.add_endpoint(name, _serving_function(signature, max_batch_size), input_signature=[specs])
 
     # Built on local disk: beside the target when that is local (then renamed, atomically), else in a
-    # temporary directory copied over with saved_model.pb last (model_dir.publish_directory).
+    # temporary directory copied over with saved_model.pb last (publish_directory).
     local_base = export_base if is_local(export_base) else tempfile.gettempdir()
     temp_dir = os.path.join(local_base, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
     os.mkdir(temp_dir)  # honours the umask, unlike tempfile.mkdtemp (0700): the server may run as another user

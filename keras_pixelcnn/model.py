@@ -23,7 +23,74 @@ from keras_pixelcnn.conditioning import ConditionNetwork
 from keras_pixelcnn.heads import make_head
 from keras_pixelcnn.likelihood_model import LikelihoodModel, split_inputs
 from keras_pixelcnn.masked_conv import MaskedConv2D
-from keras_pixelcnn.validation import check_condition, check_dilation_rates, check_images, check_pixelcnn_arguments
+from keras_pixelcnn.validation import (
+    check_condition,
+    check_condition_shape,
+    check_dilation_rates,
+    check_image_shape,
+    check_images,
+    check_multiple,
+    check_odd_kernel_size,
+    check_optional_positive_int,
+    check_positive_int,
+    check_rate,
+)
+
+
+def check_pixelcnn_arguments(
+    image_shape,
+    num_layers,
+    filters,
+    kernel_size,
+    head,
+    num_mixtures,
+    num_classes=None,
+    condition_shape=None,
+    spatial_condition=False,
+    dropout=0.0,
+):
+    """Checks a PixelCNN model's arguments together (``PixelCNNBase`` and any binary building one).
+
+    Here, not in validation.py, because the colour groups depend on the head (validation.py
+    stays below heads.py, which uses its checks).
+
+    Args: as ``PixelCNNBase``.
+
+    Returns:
+      dict of the normalised arguments (ints, floats, tuples) plus ``color_channels``:
+      the colour groups of the masks (C for the softmax head, 1 for the mixture head).
+    """
+    image_shape = check_image_shape(image_shape)
+    color_channels = 1 if make_head(head, image_shape[-1], num_mixtures).pixel_level_masks else image_shape[-1]
+    filters = check_multiple(
+        filters,
+        "filters",
+        color_channels,
+        f"a positive multiple of the {color_channels} image channels "
+        "(the softmax head's colour masks split features into one group per channel)",
+    )
+    if num_classes is not None and condition_shape is not None:
+        raise ValueError(
+            f"num_classes, condition_shape: give one kind of condition, got num_classes={num_classes!r} "
+            f"and condition_shape={condition_shape!r}."
+        )
+    if spatial_condition and num_classes is None and condition_shape is None:
+        raise ValueError(
+            "spatial_condition: requires num_classes or condition_shape (a condition to map), got neither."
+        )
+    return dict(
+        image_shape=image_shape,
+        num_layers=check_positive_int(num_layers, "num_layers"),
+        filters=filters,
+        kernel_size=check_odd_kernel_size(kernel_size),
+        head=head,
+        num_mixtures=check_positive_int(num_mixtures, "num_mixtures"),
+        num_classes=check_optional_positive_int(num_classes, "num_classes"),
+        condition_shape=check_condition_shape(condition_shape),
+        spatial_condition=bool(spatial_condition),
+        dropout=check_rate(dropout, "dropout"),
+        color_channels=color_channels,
+    )
 
 
 def deserialized_config(config, *object_keys):
@@ -53,7 +120,7 @@ class PixelCNNBase(LikelihoodModel):
         network m(h) and add it as a location-dependent bias (paper eq. 5).
       dropout: dropout rate inside each layer (training only).
 
-    The arguments are checked by ``validation.check_pixelcnn_arguments``.
+    The arguments are checked by ``check_pixelcnn_arguments``.
     """
 
     def __init__(

@@ -1,5 +1,8 @@
 """Every argument and input check of the library, in one place (like Keras's argument_validation).
 
+The one combined check that needs the heads, ``model.check_pixelcnn_arguments``, lives in
+model.py: this module stays below heads.py, which uses its checks (tests/test_import_graph.py).
+
 Each check raises ValueError whose message starts with the argument's name,
 then says what was expected and what was given: ``"<name>: expected ..., got ..."``.
 The binaries turn such a message into a flag error by prefixing ``--`` to the
@@ -158,61 +161,6 @@ def check_vector_output_shape(model, image_shape, name, dim=None):
     if len(shape) != 2 or shape[1] is None or (dim is not None and shape[1] != dim):
         raise ValueError(f"{name}: expected outputs of shape {expected}, got shape {shape}.")
     return int(shape[1])
-
-
-def check_pixelcnn_arguments(
-    image_shape,
-    num_layers,
-    filters,
-    kernel_size,
-    head,
-    num_mixtures,
-    num_classes=None,
-    condition_shape=None,
-    spatial_condition=False,
-    dropout=0.0,
-):
-    """Checks a PixelCNN model's arguments together (``PixelCNNBase`` and any binary building one).
-
-    Args: as ``PixelCNNBase``.
-
-    Returns:
-      dict of the normalised arguments (ints, floats, tuples) plus ``color_channels``:
-      the colour groups of the masks (C for the softmax head, 1 for the mixture head).
-    """
-    from keras_pixelcnn.heads import make_head  # heads use these checks: imported here, not at the top
-
-    image_shape = check_image_shape(image_shape)
-    color_channels = 1 if make_head(head, image_shape[-1], num_mixtures).pixel_level_masks else image_shape[-1]
-    filters = check_multiple(
-        filters,
-        "filters",
-        color_channels,
-        f"a positive multiple of the {color_channels} image channels "
-        "(the softmax head's colour masks split features into one group per channel)",
-    )
-    if num_classes is not None and condition_shape is not None:
-        raise ValueError(
-            f"num_classes, condition_shape: give one kind of condition, got num_classes={num_classes!r} "
-            f"and condition_shape={condition_shape!r}."
-        )
-    if spatial_condition and num_classes is None and condition_shape is None:
-        raise ValueError(
-            "spatial_condition: requires num_classes or condition_shape (a condition to map), got neither."
-        )
-    return dict(
-        image_shape=image_shape,
-        num_layers=check_positive_int(num_layers, "num_layers"),
-        filters=filters,
-        kernel_size=check_odd_kernel_size(kernel_size),
-        head=head,
-        num_mixtures=check_positive_int(num_mixtures, "num_mixtures"),
-        num_classes=check_optional_positive_int(num_classes, "num_classes"),
-        condition_shape=check_condition_shape(condition_shape),
-        spatial_condition=bool(spatial_condition),
-        dropout=check_rate(dropout, "dropout"),
-        color_channels=color_channels,
-    )
 
 
 # -- inputs -------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from conftest import TINY, run_main
 
 import keras_pixelcnn as kp
 from export import export as export_cli
-from keras_pixelcnn.model_dir import load_model
 from trainers import embedding_model, evaluate, sample, train
 from trainers.data import load_split
+from trainers.model_dir import load_model
 
 # A recipe that learns visibly in a few steps (the default cosine decay would reach 0 by step 10).
 FAST = ["--eval_examples=32", "--log_every=5", "--learning_rate=0.01", "--lr_schedule=constant"]

@@ -23,9 +23,9 @@ from conftest import run_main
 
 import keras_pixelcnn as kp
 from export import export as export_cli
-from keras_pixelcnn.model_dir import load_model
 from trainers import evaluate, train
 from trainers.config import TrainConfig
+from trainers.model_dir import load_model
 
 LEGACY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "legacy")
 EXPECTED = dict(np.load(os.path.join(LEGACY, "expected.npz")))

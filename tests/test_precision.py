@@ -6,9 +6,9 @@ import os
 import keras
 import pytest
 
-from keras_pixelcnn.model_dir import load_model
 from trainers import precision, train_lib
 from trainers.config import TrainConfig
+from trainers.model_dir import load_model
 
 TINY = TrainConfig(num_layers=2, filters=8, batch_size=16, samples_per_class=0, eval_examples=64, log_every=5)
 

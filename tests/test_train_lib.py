@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT
 
-from keras_pixelcnn.model_dir import load_model
 from trainers import evaluate, sample, train_lib
 from trainers.config import PRESETS, TrainConfig, resolve_dilation_rates, resolve_filters, resolve_trunk
 from trainers.loop import WeightAverage
+from trainers.model_dir import load_model
 
 TINY = TrainConfig(num_layers=2, filters=8, batch_size=16, samples_per_class=0, eval_examples=32, log_every=5)
 

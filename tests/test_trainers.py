@@ -15,8 +15,8 @@ from absl import app, flags
 from conftest import REPO_ROOT as ROOT
 from conftest import TINY, parse_flags, run_main, subprocess_env
 
-from keras_pixelcnn.model_dir import load_model
 from trainers import evaluate, sample, train, train_lib
+from trainers.model_dir import load_model
 
 FLAGS = flags.FLAGS
 

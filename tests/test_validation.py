@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_pixelcnn as kp
+from keras_pixelcnn import model as model_lib
 from keras_pixelcnn import validation
 
 
@@ -63,16 +64,16 @@ def test_vector_output_shape_check():
 
 
 def test_pixelcnn_arguments_checked_without_building_a_model():
-    arguments = validation.check_pixelcnn_arguments((8, 8, 3), 2, 6, 3, "softmax", 5, num_classes=np.int64(4))
+    arguments = model_lib.check_pixelcnn_arguments((8, 8, 3), 2, 6, 3, "softmax", 5, num_classes=np.int64(4))
     assert arguments["color_channels"] == 3 and arguments["num_classes"] == 4 and type(arguments["num_classes"]) is int
-    mixture = validation.check_pixelcnn_arguments((8, 8, 3), 2, 8, 3, "logistic_mixture", 2, dropout=0.5)
+    mixture = model_lib.check_pixelcnn_arguments((8, 8, 3), 2, 8, 3, "logistic_mixture", 2, dropout=0.5)
     assert mixture["color_channels"] == 1 and mixture["dropout"] == 0.5
     with pytest.raises(ValueError, match="filters: expected a positive multiple of the 3 image channels"):
-        validation.check_pixelcnn_arguments((8, 8, 3), 2, 8, 3, "softmax", 5)
+        model_lib.check_pixelcnn_arguments((8, 8, 3), 2, 8, 3, "softmax", 5)
     with pytest.raises(ValueError, match="num_layers: expected an int >= 1, got True"):
-        validation.check_pixelcnn_arguments((8, 8, 3), True, 6, 3, "softmax", 5)
+        model_lib.check_pixelcnn_arguments((8, 8, 3), True, 6, 3, "softmax", 5)
     with pytest.raises(ValueError, match="num_mixtures: expected an int >= 1, got 0"):
-        validation.check_pixelcnn_arguments((8, 8, 3), 2, 6, 3, "logistic_mixture", 0)
+        model_lib.check_pixelcnn_arguments((8, 8, 3), 2, 6, 3, "logistic_mixture", 0)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from test_autoencoder import randomize
 
 import keras_pixelcnn as kp
 from keras_pixelcnn.export_lib import export_saved_model
-from keras_pixelcnn.model_dir import save_model, write_model_config
+from trainers.model_dir import save_model, write_model_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED, TEMPERATURE = np.array([4, 2], np.int64), np.float32(0.9)

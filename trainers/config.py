@@ -177,7 +177,7 @@ class TrainConfig:
         """
         text = json.dumps({**dataclasses.asdict(self), **notes}, indent=2, sort_keys=True) + "\n"
         if path is not None:
-            from keras_pixelcnn.model_dir import atomic_write
+            from trainers.model_dir import atomic_write
 
             atomic_write(path, text)
         return text

@@ -99,7 +99,7 @@ def train_embedding_model(dataset, embedding_dim, train_steps, batch_size, learn
 
 @binary.checked()
 def main(argv):
-    from keras_pixelcnn.model_dir import save_keras_file
+    from trainers.model_dir import save_keras_file
 
     if not FLAGS.embedding_out or not FLAGS.embedding_out.endswith(".keras"):
         raise app.UsageError(f"--embedding_out: expected a path ending in .keras, got {FLAGS.embedding_out!r}.")

@@ -25,8 +25,8 @@ def run_config(model_dir):
     """The TrainConfig of the run in ``model_dir`` (its run_config.json; defaults if there is none)."""
     import tensorflow as tf
 
-    from keras_pixelcnn.model_dir import RUN_CONFIG
     from trainers.config import TrainConfig
+    from trainers.model_dir import RUN_CONFIG
 
     path = os.path.join(model_dir, RUN_CONFIG)
     return TrainConfig.from_json(path) if tf.io.gfile.exists(path) else TrainConfig()
@@ -43,8 +43,8 @@ def run_dataset(model_dir, dataset=None, data_dir=None):
 
 
 def load_trained_model(model_dir, checkpoint=None):
-    """The model of ``model_dir`` (keras_pixelcnn.model_dir.load_model), logging what was loaded."""
-    from keras_pixelcnn.model_dir import load_model
+    """The model of ``model_dir`` (trainers.model_dir.load_model), logging what was loaded."""
+    from trainers.model_dir import load_model
 
     model, source = load_model(model_dir, checkpoint)
     logging.info("Loaded %s", source)

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_pixelcnn.model_dir import atomic_write
+from trainers.model_dir import atomic_write
 
 
 def image_grid(images, border=1, scale=1):

@@ -188,8 +188,8 @@ def sample(model_dir, mode="classes", *, class_ids=None, image_ids=None, images=
     Raises:
       ValueError, FileNotFoundError: bad arguments; the message starts with the argument's name.
     """
-    from keras_pixelcnn.model_dir import atomic_write
     from trainers.grids import image_grid, write_png
+    from trainers.model_dir import atomic_write
 
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise ValueError(f"num: expected an int >= 1, got {num!r}.")

@@ -9,7 +9,7 @@
 One custom loop for every tf.distribute strategy (trainers/loop.py) with
 checkpoints and resume, Polyak averaging (EMA), evaluation, sample grids and
 TensorBoard summaries, all under ``model_dir`` (any tf.io.gfile path: local,
-gs://, ram://; layout in keras_pixelcnn/model_dir.py). Keras callbacks are
+gs://, ram://; layout in trainers/model_dir.py). Keras callbacks are
 driven as ``fit`` drives them, with one evaluation interval (``eval_every``
 steps) as one epoch:
 
@@ -39,8 +39,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from keras_pixelcnn import model_dir as layout
 from trainers import data as data_lib
+from trainers import model_dir as layout
 from trainers.config import Trunk, resolve_filters, resolve_trunk
 from trainers.loop import WeightAverage, make_evaluator, make_train_step, read_scalar
 from trainers.precision import PRECISIONS, policy_name, resolve_mixed_precision

@@ -148,9 +148,9 @@ def make_trainer_run(out_dir, expected):
         handle.write(f'model_checkpoint_path: "{latest}"\nall_model_checkpoint_paths: "{latest}"\n')
     shutil.rmtree(scratch)
 
-    from keras_pixelcnn.model_dir import load_model
     from trainers.data import load_split
     from trainers.evaluate import evaluate
+    from trainers.model_dir import load_model
 
     model, _ = load_model(run_dir)
     test_split = [(image.numpy(), label.numpy()) for image, label in load_split("digits", "test").take(BATCH)]

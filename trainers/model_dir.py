@@ -16,7 +16,6 @@ through tf.io.gfile, so model_dir may be any TF file system (gs://, ram://, ...)
 
 import json
 import os
-import shutil
 import tempfile
 import uuid
 
@@ -25,11 +24,6 @@ MODEL_CONFIG = "model_config.json"
 RUN_CONFIG = "run_config.json"
 CHECKPOINT_DIR = "checkpoints"
 METRICS = "metrics.json"
-
-
-def is_local(path):
-    """True for a path of the local file system (no ``scheme://``)."""
-    return "://" not in os.fspath(path)
 
 
 def atomic_write(path, data):
@@ -53,35 +47,6 @@ def read_json(path, default=None):
         return default
     with tf.io.gfile.GFile(path) as handle:
         return json.load(handle)
-
-
-def publish_directory(local_dir, target):
-    """Moves the finished directory ``local_dir`` to ``target`` so that readers never see half of it.
-
-    A local target is a rename (atomic). Other file systems (gs://, ram://) cannot
-    rename a directory atomically: the files are copied one by one, with
-    ``saved_model.pb`` last (TF-Serving loads a version once that file exists),
-    and ``local_dir`` is removed.
-    """
-    import tensorflow as tf
-
-    if is_local(target):
-        os.rename(local_dir, target)
-        return
-    files = []
-    for directory, _, names in os.walk(local_dir):
-        files += [os.path.relpath(os.path.join(directory, name), local_dir) for name in names]
-    files.sort(key=lambda name: name == "saved_model.pb")
-    try:
-        for name in files:
-            destination = f"{target}/{name}"
-            tf.io.gfile.makedirs(os.path.dirname(destination))
-            tf.io.gfile.copy(os.path.join(local_dir, name), destination, overwrite=True)
-    except BaseException:  # no half-copied version left behind
-        if tf.io.gfile.exists(target):
-            tf.io.gfile.rmtree(target)
-        raise
-    shutil.rmtree(local_dir)
 
 
 def save_keras_file(model, path):
