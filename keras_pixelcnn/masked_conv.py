@@ -146,14 +146,17 @@ class MaskedConv2D(keras.layers.Layer):
         self._unmasked = bool(self.mask.all())
 
     @property
-    def padding(self):
-        """((top, bottom), (left, right)) zero padding that keeps H and W."""
+    def causal_padding(self):
+        """((top, bottom), (left, right)) zero padding that keeps H and W with the output at ``anchor``.
+
+        Not Keras's ``padding`` (a string): the pad pairs themselves, anchor and dilation included.
+        """
         (kh, kw), (ay, ax), (dy, dx) = self.kernel_size, self.anchor, self.dilation_rate
         return (ay * dy, (kh - 1 - ay) * dy), (ax * dx, (kw - 1 - ax) * dx)
 
     def call(self, inputs):
         if self.kernel_size != (1, 1):
-            inputs = ops.pad(inputs, ((0, 0),) + self.padding + ((0, 0),))
+            inputs = ops.pad(inputs, ((0, 0),) + self.causal_padding + ((0, 0),))
         return self.conv_valid(inputs)
 
     def conv_valid(self, inputs, output_order=None):

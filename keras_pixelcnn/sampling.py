@@ -274,7 +274,7 @@ def sample_cached(model, batch_size, condition, temperature, seed):
         links, windows = [], []
         for index, block in enumerate(blocks):
             window = tf.concat([vertical[index][:, 1:], new_input], axis=1)
-            columns = block.vertical_conv.padding[1]  # the forward pass's zero columns, dilation included
+            columns = block.vertical_conv.causal_padding[1]  # the forward pass's zero columns, dilation included
             v_pre, v_out = block.vertical_row(tf.pad(window, [[0, 0], [0, 0], columns, [0, 0]]), terms[index][0])
             links.append(block.vertical_link(v_pre))
             windows.append(window)

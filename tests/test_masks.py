@@ -47,9 +47,9 @@ def test_mask_is_applied_in_the_forward_pass(mask_type):
 
 
 def test_anchor_sets_the_padding():
-    assert kp.MaskedConv2D(4, (1, 3), anchor=(0, 2)).padding == ((0, 0), (2, 0))
-    assert kp.MaskedConv2D(4, (2, 5), mask_type=None, anchor=(1, 2)).padding == ((1, 0), (2, 2))
-    assert kp.MaskedConv2D(4, 5).padding == ((2, 2), (2, 2))
+    assert kp.MaskedConv2D(4, (1, 3), anchor=(0, 2)).causal_padding == ((0, 0), (2, 0))
+    assert kp.MaskedConv2D(4, (2, 5), mask_type=None, anchor=(1, 2)).causal_padding == ((1, 0), (2, 2))
+    assert kp.MaskedConv2D(4, 5).causal_padding == ((2, 2), (2, 2))
     with pytest.raises(ValueError, match="anchor: expected a position inside kernel"):
         kp.MaskedConv2D(4, 3, anchor=(3, 0))
     with pytest.raises(ValueError, match="mask_type: expected one of"):
