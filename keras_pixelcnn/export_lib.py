@@ -60,6 +60,7 @@ import uuid
 from collections.abc import Callable
 
 import numpy as np
+import tensorflow as tf
 
 SAMPLE_SIGNATURE = "serving_default"
 LOG_PROB_SIGNATURE = "log_prob"
@@ -97,8 +98,6 @@ class InputSpec:
 
     def tensor_spec(self):
         """The declared input: dtype and unknown shape (the shape is checked in the graph)."""
-        import tensorflow as tf
-
         return tf.TensorSpec(None, self.dtype, name=self.name)
 
     def shape_text(self):
@@ -258,16 +257,12 @@ def warmup_inputs(model):
 
 def _checked(checks, tensors):
     """``tensors`` (a dict) passed through identities that run only after the assert ops ``checks``."""
-    import tensorflow as tf
-
     with tf.control_dependencies(checks):
         return {name: tf.identity(tensor) for name, tensor in tensors.items()}
 
 
 def _shape_checks(tensors, specs):
     """Asserts that each input's run-time shape is its spec's shape (stage 1)."""
-    import tensorflow as tf
-
     checks = []
     for spec in specs:
         expected = spec.static_shape()
@@ -287,8 +282,6 @@ def _batch_checks(tensors, specs, max_batch_size):
     Returns:
       (assert ops, batch size: int32 scalar tensor).
     """
-    import tensorflow as tf
-
     checks, batch, first = [], None, None
     limit = "" if max_batch_size is None else f" and at most max_batch_size={max_batch_size}"
     for spec in specs:
@@ -315,8 +308,6 @@ def _batch_checks(tensors, specs, max_batch_size):
 
 def _value_checks(tensors, specs):
     """Asserts on the values: class ids in range, finite conditions, 0 < temperature < inf (stage 3)."""
-    import tensorflow as tf
-
     checks = []
     for spec in specs:
         value = tensors[spec.name]
@@ -340,8 +331,6 @@ def _value_checks(tensors, specs):
 
 def _serving_function(signature, max_batch_size):
     """The exported function: {input name: tensor} -> outputs, after the three stages of checks."""
-    import tensorflow as tf
-
     def serve(inputs):
         tensors = {spec.name: inputs[spec.name] for spec in signature.inputs}
         tensors = _checked(_shape_checks(tensors, signature.inputs), tensors)
@@ -362,7 +351,6 @@ def _serving_function(signature, max_batch_size):
 
 def _write_warmup_requests(model, saved_model_dir, model_name):
     """Writes ``assets.extra/tf_serving_warmup_requests``: a TFRecord of PredictionLogs, one per signature."""
-    import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
     path = os.path.join(saved_model_dir, WARMUP_FILE)
@@ -405,8 +393,6 @@ def _write_export_info(model, saved_model_dir, max_batch_size):
 
 
 def _existing_versions(export_base):
-    import tensorflow as tf
-
     names = [name.rstrip("/") for name in tf.io.gfile.listdir(export_base)]
     return [int(name) for name in names if name.isascii() and name.isdigit()]
 
@@ -428,8 +414,6 @@ def publish_directory(local_dir, target):
     ``saved_model.pb`` last (TF-Serving loads a version once that file exists),
     and ``local_dir`` is removed.
     """
-    import tensorflow as tf
-
     if is_local(target):
         os.rename(local_dir, target)
         return
@@ -481,7 +465,6 @@ def export_saved_model(model, export_base, version=None, *, jit_compile=False, m
       ValueError: a bad argument (named in the message), or an existing version.
     """
     import keras
-    import tensorflow as tf
 
     from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
     from keras_pixelcnn.model import PixelCNNBase
