@@ -15,10 +15,11 @@ import json
 import os
 from typing import Optional
 
+from trainers.precision import PRECISIONS as MIXED_PRECISIONS  # auto: resolved in trainers/precision.py
+
 CONDITIONINGS = ("none", "class", "autoencoder", "embedding")
 HEADS = ("softmax", "logistic_mixture")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
-MIXED_PRECISIONS = ("auto", "none", "bfloat16", "float16")  # auto: trainers/precision.py
 
 
 @dataclasses.dataclass(frozen=True)
