@@ -264,6 +264,11 @@ def make_head(name, channels, num_mixtures):
     raise ValueError(f"head: expected one of {HEADS}, got {name!r}.")
 
 
+def mask_color_groups(head):
+    """The colour groups the network's masks need under ``head``: 1 where it masks whole pixels, else its C."""
+    return 1 if head.pixel_level_masks else head.channels
+
+
 def bits_per_dim(log_prob_nats, image_shape):
     """Nats per image [B] -> bits per sub-pixel [B]."""
     return -log_prob_nats / (math.prod(image_shape) * math.log(2.0))

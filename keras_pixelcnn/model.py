@@ -20,7 +20,7 @@ from keras import ops
 
 from keras_pixelcnn.blocks import GatedBlock, MaskedBlock
 from keras_pixelcnn.conditioning import ConditionNetwork
-from keras_pixelcnn.heads import make_head
+from keras_pixelcnn.heads import make_head, mask_color_groups
 from keras_pixelcnn.likelihood_model import LikelihoodModel, split_inputs
 from keras_pixelcnn.masked_conv import MaskedConv2D
 from keras_pixelcnn.validation import (
@@ -61,7 +61,7 @@ def check_pixelcnn_arguments(
       the colour groups of the masks (C for the softmax head, 1 for the mixture head).
     """
     image_shape = check_image_shape(image_shape)
-    color_channels = 1 if make_head(head, image_shape[-1], num_mixtures).pixel_level_masks else image_shape[-1]
+    color_channels = mask_color_groups(make_head(head, image_shape[-1], num_mixtures))
     filters = check_multiple(
         filters,
         "filters",

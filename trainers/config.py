@@ -223,10 +223,9 @@ def resolve_filters(config, image_shape):
     """
     if config.filters is not None:
         return config.filters
-    from keras_pixelcnn.heads import make_head
+    from keras_pixelcnn.heads import make_head, mask_color_groups
 
-    head = make_head(config.head, image_shape[-1], config.num_mixtures)
-    groups = 1 if head.pixel_level_masks else image_shape[-1]
+    groups = mask_color_groups(make_head(config.head, image_shape[-1], config.num_mixtures))
     return -(-DEFAULT_FILTERS // groups) * groups
 
 
