@@ -40,7 +40,8 @@ import tensorflow as tf  # noqa: E402
 
 import keras_pixelcnn  # noqa: E402
 from keras_pixelcnn.export_lib import export_saved_model  # noqa: E402
-from keras_pixelcnn.sampling import SAMPLERS, normalize_seed, seed_key, uniform_noise  # noqa: E402
+from keras_pixelcnn.noise import normalize_seed, seed_key, uniform_noise  # noqa: E402
+from keras_pixelcnn.sampling import SAMPLERS  # noqa: E402
 
 
 def timed(fn, repeats=1):

@@ -20,7 +20,7 @@ import math
 import keras
 from keras import ops
 
-from keras_pixelcnn.masked_conv import MaskedConv2D
+from keras_pixelcnn.masked_conv import MaskedConv2D, group_major_order
 from keras_pixelcnn.validation import check_multiple, check_odd_kernel_size, check_positive_int, check_rate
 
 
@@ -196,22 +196,72 @@ class GatedBlock(keras.layers.Layer):
             return (h_out,)
         return h_out, self.skip_out(h_gated)
 
-    # -- one row at a time, for the cached sampler (inference only) --------------------
+    # -- one row, one pixel at a time: the cached sampler's steps (inference only) ------------
+
+    @property
+    def vertical_window_rows(self):
+        """Rows of its input the vertical stack reads for one output row: d (ceil(n/2) - 1) + 1."""
+        return self.dilation_rate * (math.ceil(self.kernel_size / 2) - 1) + 1
+
+    @property
+    def history_columns(self):
+        """Columns left of the pixel the horizontal stack reads: d (ceil(n/2) - 1)."""
+        return self.horizontal_conv.history_columns
 
     def vertical_row(self, window, v_bias):
-        """The vertical stack for one row from the d * (ceil(n/2) - 1) + 1 rows ending at it.
+        """The vertical stack for one row from the ``vertical_window_rows`` rows ending at it.
 
         Args:
-          window: [B, d * (ceil(n/2) - 1) + 1, W + d * (n - 1), F], the layer's vertical
-            input, zero-padded by d * (n // 2) columns on each side (zero rows above row 0).
+          window: [B, vertical_window_rows, W, F], the layer's vertical input (zero rows above row 0).
           v_bias: the vertical condition term for that row (broadcastable to [B, 1, W, 2p]).
 
         Returns:
           (v_pre [B, 1, W, 2p], v_out [B, 1, W, p]): the pre-activation feeds the
           link into the next row's horizontal stack; v_out the next layer.
         """
+        window = ops.pad(window, ((0, 0), (0, 0), self.vertical_conv.causal_padding[1], (0, 0)))
         v_pre = self.vertical_conv.conv_valid(window)
         return v_pre, gate(v_pre + v_bias)
+
+    def row_terms(self, link, h_bias):
+        """What a row's horizontal pre-activations get beyond the convolution: [B, W, 2p], group-major.
+
+        Args:
+          link: ``vertical_link`` of the previous row's v_pre, [B, 1, W, 2p].
+          h_bias: the horizontal condition term (broadcastable to [B, 1, W, 2p]).
+        """
+        return ops.take((link + h_bias)[:, 0], group_major_order(2 * self.filters, self.color_channels), axis=-1)
+
+    def pixel_weights(self, dtype):
+        """The weights ``pixel_group`` uses, in ``dtype`` (computed once per sampling run)."""
+        return {
+            "horizontal": self.horizontal_conv.pixel_weights(dtype),
+            "out": self.horizontal_out.pixel_weights(dtype),
+            "skip": None if self.skip_out is None else self.skip_out.pixel_weights(dtype),
+        }
+
+    def pixel_group(self, weights, group, current, history, gated, row_terms):
+        """Colour group ``group`` of this layer's horizontal stack at one pixel.
+
+        Args:
+          weights: ``pixel_weights(dtype)``.
+          group: g, a Python int.
+          current: the pixel's input so far, [B, F / G] blocks of groups 0.. (group-major).
+          history: [B, history_columns * F], the input's last columns in this row.
+          gated: this layer's gated blocks of groups < g at this pixel.
+          row_terms: [B, 2p], the pixel's ``row_terms``.
+
+        Returns:
+          (gated [B, p / G], out [B, p / G], skip [B, p / G] or None) of group g.
+        """
+        size = 2 * self.filters // self.color_channels
+        pre = self.horizontal_conv.pixel_group(weights["horizontal"], group, current, history)
+        gated = list(gated) + [gate(pre + row_terms[:, group * size : (group + 1) * size])]
+        out = self.horizontal_out.pixel_group(weights["out"], group, gated)
+        if not self.first:
+            out = out + current[group]
+        skip = None if self.skip_out is None else self.skip_out.pixel_group(weights["skip"], group, gated)
+        return gated[-1], out, skip
 
     def get_config(self):
         config = super().get_config()

@@ -16,6 +16,7 @@ Sampling steps and their randomness:
 
 import math
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -134,9 +135,10 @@ class LogisticMixtureHead:
     mu_{c,k} + sum_{c'<c} coeff_{c,c',k} x_{c'} with x the actual earlier values
     in [-1, 1], e.g. mu_g + a r and mu_b + b r + c g. Each channel value is a
     logistic of that mean and scale, discretised to 256 bins of width 2/255 with
-    the edge bins 0 and 255 extending to -inf and +inf. The likelihood is built
-    from tfp distributions (QuantizedDistribution over a Logistic shifted by -0.5,
-    in 0..255 units, and MixtureSameFamily).
+    the edge bins 0 and 255 extending to -inf and +inf. On TensorFlow the likelihood
+    is built from tfp distributions (QuantizedDistribution over a Logistic shifted
+    by -0.5, in 0..255 units, and MixtureSameFamily); on other backends it is the
+    same formula in keras.ops.
     """
 
     name = "logistic_mixture"
@@ -192,26 +194,18 @@ class LogisticMixtureHead:
         return ops.stack(coupled, axis=-2)
 
     def log_prob(self, params, images):
-        """Log-likelihood in nats of integer-valued images [B, H, W, C] -> [B]."""
-        import tensorflow as tf
-        import tensorflow_probability as tfp
+        """Log-likelihood in nats of integer-valued images [B, H, W, C] -> [B].
 
-        tfd, tfb = tfp.distributions, tfp.bijectors
+        tfp's distributions on TensorFlow; the same formula in keras.ops elsewhere
+        (``discretized_logistic_mixture_log_prob``; tfp's JAX substrate does not
+        import with the jax pinned here), pinned to tfp's in tests/test_likelihood.py.
+        """
         logits, means, log_scales, coeffs = self.split(params)
-        images = tf.cast(images, logits.dtype)
+        images = ops.cast(images, logits.dtype)
         means = self.coupled_means(means, coeffs, images / 127.5 - 1.0)
-        # [-1, 1] -> 0..255 units; components to the batch axis, channels to the event.
-        locs = tf.linalg.matrix_transpose(127.5 * (means + 1.0))
-        scales = tf.linalg.matrix_transpose(127.5 * tf.exp(log_scales))
-        channel = tfd.QuantizedDistribution(
-            tfd.TransformedDistribution(tfd.Logistic(locs, scales), tfb.Shift(-0.5)),
-            low=0.0,
-            high=float(PIXEL_LEVELS - 1),
-        )
-        mixture = tfd.MixtureSameFamily(
-            tfd.Categorical(logits=logits), tfd.Independent(channel, reinterpreted_batch_ndims=1)
-        )
-        return tf.reduce_sum(mixture.log_prob(images), axis=[1, 2])
+        if keras.backend.backend() == "tensorflow":
+            return _tfp_mixture_log_prob(logits, means, log_scales, images)
+        return discretized_logistic_mixture_log_prob(logits, means, log_scales, images)
 
     def sample_step(self, pixel_params, pixel, channel, temperature, noise):
         """Draws all channels of one pixel (``pixel`` and ``channel`` unused: one step per pixel).
@@ -241,6 +235,57 @@ class LogisticMixtureHead:
             y = 127.5 * (mean + scales[:, c] * noise[:, k + c] + 1.0)
             values.append(ops.clip(ops.ceil(y - 0.5), 0.0, PIXEL_LEVELS - 1.0))
         return ops.cast(ops.stack(values, axis=-1), "float32")
+
+
+def _tfp_mixture_log_prob(logits, means, log_scales, images):
+    """tfp's log-likelihood of the mixture (TensorFlow): arguments as ``discretized_logistic_mixture_log_prob``."""
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    tfd, tfb = tfp.distributions, tfp.bijectors
+    # [-1, 1] -> 0..255 units; components to the batch axis, channels to the event.
+    locs = tf.linalg.matrix_transpose(127.5 * (means + 1.0))
+    scales = tf.linalg.matrix_transpose(127.5 * tf.exp(log_scales))
+    channel = tfd.QuantizedDistribution(
+        tfd.TransformedDistribution(tfd.Logistic(locs, scales), tfb.Shift(tf.constant(-0.5, locs.dtype))),
+        low=0.0,
+        high=float(PIXEL_LEVELS - 1),
+    )
+    pixel = tfd.Independent(channel, reinterpreted_batch_ndims=1)
+    mixture = tfd.MixtureSameFamily(tfd.Categorical(logits=logits), pixel)
+    return tf.reduce_sum(mixture.log_prob(images), axis=[1, 2])
+
+
+def discretized_logistic_mixture_log_prob(logits, means, log_scales, images):
+    """Log-likelihood in nats of images under a discretized logistic mixture, in keras.ops.
+
+    Channel value x in 0..255 of a component with mean m and scale s (0..255 units,
+    m = 127.5 (mean + 1), s = 127.5 exp(log_scale)) has probability
+    F(x + 0.5) - F(x - 0.5), F the logistic CDF, with F(-0.5) := 0 and F(255.5) := 1
+    (the edge bins reach to -inf and +inf). With a = (x + 0.5 - m) / s and
+    b = (x - 0.5 - m) / s, sigmoid(a) - sigmoid(b) = sigmoid(a) sigmoid(-b) (1 - exp(b - a)),
+    so its log is log_sigmoid(a) + log_sigmoid(-b) + log(-expm1(-1 / s)): no
+    cancellation in either tail.
+
+    Args:
+      logits: [B, H, W, K] mixture logits.
+      means: [B, H, W, C, K] coupled means in [-1, 1] scale.
+      log_scales: [B, H, W, C, K].
+      images: [B, H, W, C] values 0..255 (the float dtype of ``logits``).
+
+    Returns:
+      [B] log-likelihoods.
+    """
+    x = images[..., None]  # [B, H, W, C, 1]
+    inverse_scale = ops.exp(-log_scales) / 127.5
+    centred = x - 127.5 * (means + 1.0)
+    upper = ops.where(x < PIXEL_LEVELS - 1, ops.log_sigmoid((centred + 0.5) * inverse_scale), 0.0)
+    lower = ops.where(x > 0, ops.log_sigmoid(-(centred - 0.5) * inverse_scale), 0.0)
+    interior = ops.logical_and(x > 0, x < PIXEL_LEVELS - 1)
+    width = ops.where(interior, ops.log(-ops.expm1(-inverse_scale)), 0.0)
+    per_component = ops.sum(upper + lower + width, axis=-2)  # [B, H, W, K]: the channels of one pixel
+    per_pixel = ops.logsumexp(ops.log_softmax(logits, axis=-1) + per_component, axis=-1)
+    return ops.sum(per_pixel, axis=(1, 2))
 
 
 HEADS = ("softmax", "logistic_mixture")

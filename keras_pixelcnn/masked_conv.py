@@ -27,6 +27,16 @@ from keras_pixelcnn.validation import check_multiple, check_positive_int, is_int
 MASK_TYPES = (None, "A", "B")
 
 
+def group_columns(size, groups):
+    """The features of each colour group (``index % groups``): ``groups`` lists of ``size // groups`` indices."""
+    return [list(range(group, size, groups)) for group in range(groups)]
+
+
+def group_major_order(size, groups):
+    """Features reordered group by group (group 0's first): int list of ``size``."""
+    return sum(group_columns(size, groups), [])
+
+
 def causal_mask(kernel_size, anchor, in_channels, out_channels, mask_type, color_channels=1):
     """Builds the 0/1 mask of a masked convolution kernel.
 
@@ -176,6 +186,73 @@ class MaskedConv2D(keras.layers.Layer):
         if bias is not None:
             outputs = outputs + ops.cast(bias, outputs.dtype)
         return outputs
+
+    # -- one pixel at a time, for the cached sampler (inference only) -----------------------
+
+    @property
+    def history_columns(self):
+        """Columns left of the pixel ``pixel_group`` reads: d (kw - 1), for a 1 x kw kernel anchored at its right."""
+        return self.dilation_rate[1] * (self.kernel_size[1] - 1)
+
+    def _allowed_groups(self, group):
+        """Input colour groups output group ``group`` reads at the current pixel (a prefix in group-major order)."""
+        if self.mask_type is None:
+            return self.color_channels
+        return group if self.mask_type == "A" else group + 1
+
+    def pixel_weights(self, dtype):
+        """The weights of ``pixel_group``, per output colour group, in ``dtype``.
+
+        Only for a 1 x kw kernel anchored at its last column (the horizontal stack's
+        convolution, 1x1 convolutions): one pixel's output reads the d (kw - 1) columns
+        left of it and the current pixel. Inputs are taken in group-major order (group
+        0's features first), so the current pixel's allowed groups are a prefix.
+
+        Returns:
+          one (kernel [(kw - 1) F + a_g F / G, n_g], bias [n_g] or None) per output group g,
+          for the a_g allowed input groups of g and its n_g = filters / G outputs.
+        """
+        kh, kw = self.kernel_size
+        if kh != 1 or self.anchor != (0, kw - 1):
+            raise ValueError(f"pixel_weights: expected a 1 x kw kernel anchored at (0, kw - 1), got {self.name}.")
+        groups, features = self.color_channels, int(self.kernel.shape[2])
+        kernel = ops.cast(self.kernel * ops.convert_to_tensor(self.mask, self.kernel.dtype), dtype)[0]
+        kernel = ops.take(kernel, group_major_order(features, groups), axis=1)  # [kw, F, filters]
+        past = ops.reshape(kernel[: kw - 1], ((kw - 1) * features, self.filters))
+        weights = []
+        for group, columns in enumerate(group_columns(self.filters, groups)):
+            allowed = self._allowed_groups(group) * features // groups
+            group_kernel = ops.take(ops.concatenate([past, kernel[kw - 1, :allowed]], axis=0), columns, axis=1)
+            bias = None if self.bias is None else ops.take(ops.cast(self.bias, dtype), columns, axis=0)
+            weights.append((group_kernel, bias))
+        return weights
+
+    def pixel_group(self, weights, group, current, history=None):
+        """Output colour group ``group`` of this convolution at one pixel.
+
+        Args:
+          weights: ``pixel_weights(dtype)``.
+          group: g, a Python int.
+          current: the current pixel's input, a list of [B, F / G] blocks, one per
+            colour group computed so far (at least the allowed ones).
+          history: [B, history_columns * F], the input's last ``history_columns``
+            columns in the current row (oldest first, group-major features);
+            None for a 1x1 convolution.
+
+        Returns:
+          [B, filters / G]: outputs ``index % G == g``, in order.
+        """
+        kernel, bias = weights[group]
+        parts = list(current[: self._allowed_groups(group)])
+        if history is not None and self.history_columns:
+            rate, features = self.dilation_rate[1], int(self.kernel.shape[2])
+            if rate > 1:  # every d-th column, the taps of a dilated kernel
+                columns = ops.reshape(history, (ops.shape(history)[0], self.history_columns, features))[:, ::rate]
+                history = ops.reshape(columns, (ops.shape(history)[0], (self.kernel_size[1] - 1) * features))
+            parts.insert(0, history)
+        inputs = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+        outputs = ops.matmul(inputs, kernel)
+        return outputs if bias is None else outputs + bias
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)

@@ -289,17 +289,17 @@ class PixelCNNBase(LikelihoodModel):
             default: incremental, each step computes only what the new
             sub-pixel changes) or "naive" (a full forward pass per step: H W C
             passes with the softmax head, H W with the mixture head; the reference).
-          jit_compile: None (auto: XLA, which TensorFlow offers on CPU and GPU),
-            True (XLA: the whole sampling loop is one compiled program; the
-            first call per batch size compiles it, ~1-3 s for small models) or
-            False (a TF graph, op by op).
+          jit_compile: None (auto: XLA, which TensorFlow and JAX offer on CPU
+            and GPU), True (XLA: the whole sampling loop is one compiled program,
+            tf.function(jit_compile=True) or jax.jit; the first call per batch
+            size compiles it, ~1-3 s for small models) or False (TensorFlow: a
+            graph, op by op; JAX: the loops run uncompiled around compiled ops).
 
         Returns:
           uint8 tensor [B, H, W, C].
         """
-        import tensorflow as tf
-
-        from keras_pixelcnn.sampling import normalize_seed, resolve_jit_compile, sampling_function
+        from keras_pixelcnn.noise import normalize_seed
+        from keras_pixelcnn.sampling import resolve_jit_compile, sampling_function
 
         method = self.sampling_methods[0] if method is None else method
         if method not in self.sampling_methods:
@@ -329,12 +329,9 @@ class PixelCNNBase(LikelihoodModel):
         if key not in self._sample_functions:
             self._sample_functions[key] = sampling_function(self, method, jit_compile)
         if condition is not None:
-            condition = tf.convert_to_tensor(condition, tf.int32 if self.num_classes is not None else tf.float32)
+            condition = ops.convert_to_tensor(condition, "int32" if self.num_classes is not None else "float32")
         return self._sample_functions[key](
-            tf.constant(batch_size, tf.int32),
-            condition,
-            tf.constant(temperature, tf.float32),
-            tf.constant(normalize_seed(seed), tf.int64),
+            np.int32(batch_size), condition, np.float32(temperature), normalize_seed(seed)
         )
 
     # -- serialization ------------------------------------------------------------

@@ -10,6 +10,24 @@ from absl import flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The core suite: the library's layers, heads, models, likelihoods, samplers, causality and saving,
+# backend-neutral. tests/test_jax_backend.py runs it again under KERAS_BACKEND=jax (minus the tests
+# marked tensorflow_only, which exercise TensorFlow machinery, and the large ones).
+CORE_MODULES = (
+    "test_api.py",
+    "test_autoencoder.py",
+    "test_causality.py",
+    "test_conditioning.py",
+    "test_fast_sampling.py",
+    "test_layers.py",
+    "test_likelihood.py",
+    "test_masks.py",
+    "test_model_api.py",
+    "test_sampling.py",
+    "test_validation.py",
+    "test_xla_sampling.py",
+)
+
 
 def randomize_weights(model, seed=0, scale=0.5):
     """Replaces every weight with N(0, scale^2) noise (the head starts at zero, which hides dependencies)."""

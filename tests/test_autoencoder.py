@@ -67,6 +67,7 @@ def spatial_pair():
 # -- end-to-end training ------------------------------------------------------------------
 
 
+@pytest.mark.tensorflow_only  # tf.GradientTape
 def test_gradients_reach_the_encoder_and_its_weights_change():
     images = random_images((16, 4, 4, 1))
     model = kp.PixelCNNAutoEncoder((4, 4, 1), 3, **SMALL)

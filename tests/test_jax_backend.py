@@ -1,13 +1,24 @@
-"""The layers and the forward pass run under KERAS_BACKEND=jax, without TensorFlow, and agree with TF."""
+"""The same models under KERAS_BACKEND=jax: agreement with TensorFlow, fit/save/sample on JAX, the core suite.
+
+One JAX process (the default JAX configuration: 32-bit integers, 2 host devices
+for DataParallel) gets models built here with their weights. It writes their
+forward passes, log-likelihoods and samples, which must equal TensorFlow's,
+then trains, saves and samples on its own, mixed precision and data-parallel
+``fit`` included; the package never imports TensorFlow. A second process runs the core
+suite (conftest.CORE_MODULES) under JAX.
+"""
 
 import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
-from conftest import random_images, randomize_weights, subprocess_env
+from conftest import CORE_MODULES, random_images, randomize_weights, subprocess_env
+from test_autoencoder import randomize
 
 import keras_pixelcnn as kp
 
@@ -15,61 +26,206 @@ pytest.importorskip("jax")
 
 JAX_SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys
     import numpy as np
     import keras
     import keras_pixelcnn as kp
     assert keras.backend.backend() == "jax"
-    for case in json.loads(sys.argv[1]):
+    import jax
+
+    def sample_all(model, condition):
+        runs = {
+            "cached_jit": model.sample(condition=condition, seed=(3, 9), temperature=0.9),
+            "cached": model.sample(condition=condition, seed=(3, 9), temperature=0.9, jit_compile=False),
+            "naive_jit": model.sample(condition=condition, seed=(3, 9), temperature=0.9, method="naive"),
+        }
+        return {name: np.asarray(images) for name, images in runs.items()}
+
+    out, cases = sys.argv[2], json.loads(sys.argv[1])
+    data = np.load(os.path.join(out, "data.npz"))
+    images, condition = data["images"], data["condition"]
+    report = {}
+    for head, case in cases["pixelcnn"].items():
         model = kp.ConditionalPixelCNN.from_config(case["config"])
         model.load_weights(case["weights"])
-        data = np.load(case["data"])
-        np.save(case["out"], np.asarray(model((data["images"], data["condition"]))))
+        np.savez(os.path.join(out, f"{head}_jax.npz"), forward=np.asarray(model((images, condition))),
+                 log_prob=np.asarray(model.log_prob(images, condition)), **sample_all(model, condition))
+    autoencoder = kp.PixelCNNAutoEncoder.from_config(cases["autoencoder"]["config"])
+    autoencoder.load_weights(cases["autoencoder"]["weights"])
+    line, codes = autoencoder.interpolate(images[0], images[1], steps=3, seed=1)
+    reconstructions = np.asarray(autoencoder.reconstruct(images, 2, seed=4))
+    np.savez(os.path.join(out, "autoencoder_jax.npz"), reconstruct=reconstructions, interpolate=np.asarray(line),
+             codes=np.asarray(codes))
+
+    # Trained, saved and reloaded on JAX (the mixture's likelihood is keras.ops here, not tfp).
+    labels = np.arange(len(images)) % 3
+    model = kp.ConditionalPixelCNN((4, 5, 3), num_layers=2, filters=6, kernel_size=3, head="logistic_mixture",
+                                   num_mixtures=2, num_classes=3)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = model.fit((images, labels), batch_size=4, epochs=3, verbose=0).history["bits_per_dim"]
+    # Up to here (forward, likelihood, sampling, fit) nothing imported TensorFlow; Keras's own
+    # .keras saving imports it when it is installed (serialization_lib checks for tf.TensorShape).
+    report["tensorflow_imported"] = "tensorflow" in sys.modules
+    model.save(os.path.join(out, "trained.keras"))
+    loaded = keras.models.load_model(os.path.join(out, "trained.keras"))
+    report["fit"] = dict(
+        bits_per_dim=history,
+        log_prob_equal=bool(np.array_equal(loaded.log_prob(images, labels), model.log_prob(images, labels))),
+        samples_equal=bool(np.array_equal(loaded.sample(condition=labels[:2], seed=1),
+                                          model.sample(condition=labels[:2], seed=1))),
+        evaluate=loaded.evaluate((images, labels), verbose=0, return_dict=True)["bits_per_dim"],
+    )
+
+    # Mixed precision: bfloat16 compute, float32 weights.
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    mixed = kp.ConditionalPixelCNN((4, 5, 3), num_layers=2, filters=6, kernel_size=3, num_classes=3)
+    mixed.compile(optimizer="adam")
+    bits = mixed.fit((images, labels), batch_size=4, epochs=1, verbose=0).history["bits_per_dim"]
+    drawn = np.asarray(mixed.sample(condition=labels[:2], seed=2))
+    report["mixed"] = dict(compute_dtype=mixed.compute_dtype, variable_dtype=mixed.weights[0].dtype, bits=bits,
+                           sample_dtype=str(drawn.dtype), sample_shape=list(drawn.shape))
+    keras.mixed_precision.set_dtype_policy("float32")
+
+    # Data-parallel fit on 2 host devices equals the same fit on one device.
+    def fit_from(weights, distribution=None):
+        keras.distribution.set_distribution(distribution)
+        model = kp.ConditionalPixelCNN((4, 5, 3), num_layers=2, filters=6, kernel_size=3, num_classes=3)
+        model.set_weights(weights)
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        model.fit((images, labels), batch_size=4, epochs=2, shuffle=False, verbose=0)
+        keras.distribution.set_distribution(None)
+        return model
+    start = kp.ConditionalPixelCNN((4, 5, 3), num_layers=2, filters=6, kernel_size=3, num_classes=3)
+    weights = [np.random.default_rng(i).normal(0, 0.3, w.shape).astype("float32") for i, w in enumerate(start.weights)]
+    single = fit_from(weights)
+    parallel = fit_from(weights, keras.distribution.DataParallel(devices=jax.devices()))
+    report["data_parallel"] = dict(
+        devices=len(jax.devices()),
+        weight_devices=len(parallel.weights[0].value.sharding.device_set),
+        max_difference=max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), parallel.get_weights())),
+        moved=max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), weights)),
+    )
     try:
         kp.export_saved_model
     except RuntimeError as error:
-        print("EXPORT:", error)
-    assert "tensorflow" not in sys.modules, "the forward pass or the export's refusal imported TensorFlow"
+        report["export_error"] = str(error)
+    print("REPORT:", json.dumps(report))
     """
 )
 HEADS = ["softmax", "logistic_mixture"]
 
 
+def _sample_all(model, condition):
+    """TensorFlow's counterpart of the JAX script's ``sample_all`` (one of its runs: they are all equal)."""
+    return np.asarray(model.sample(condition=condition, seed=(3, 9), temperature=0.9))
+
+
 @pytest.fixture(scope="module")
-def forward_passes(tmp_path_factory):
-    """({head: (TF output, JAX output)}, the JAX process's stdout): one model per head, random weights."""
-    tmp_path = tmp_path_factory.mktemp("jax")
-    images, condition = random_images((2, 4, 5, 3)), np.array([0, 2])
-    np.savez(tmp_path / "data.npz", images=images, condition=condition)
-    cases, tf_outputs = [], {}
+def jax_run(tmp_path_factory):
+    """(TensorFlow's results {name: dict}, JAX's results {name: npz}, the JAX script's report)."""
+    out = tmp_path_factory.mktemp("jax")
+    images, condition = random_images((8, 4, 5, 3)), np.array([0, 2, 1, 1, 0, 2, 2, 1])
+    np.savez(out / "data.npz", images=images, condition=condition)
+    cases, ours = {"pixelcnn": {}}, {}
     for head in HEADS:
         model = kp.ConditionalPixelCNN(
             (4, 5, 3), num_layers=2, filters=6, kernel_size=3, head=head, num_mixtures=2, num_classes=3,
             spatial_condition=True, skip_connections=True,
-        )
+        )  # fmt: skip
         randomize_weights(model, scale=0.3)
-        model.save_weights(tmp_path / f"{head}.weights.h5")
-        tf_outputs[head] = np.asarray(model((images, condition)))
-        cases.append(dict(config=model.get_config(), weights=str(tmp_path / f"{head}.weights.h5"),
-                          data=str(tmp_path / "data.npz"), out=str(tmp_path / f"{head}.npy")))  # fmt: skip
-    env = subprocess_env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    result = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT, json.dumps(cases)], env=env, capture_output=True, text=True, timeout=300
+        model.save_weights(out / f"{head}.weights.h5")
+        cases["pixelcnn"][head] = dict(config=model.get_config(), weights=str(out / f"{head}.weights.h5"))
+        ours[head] = dict(
+            forward=np.asarray(model((images, condition))),
+            log_prob=np.asarray(model.log_prob(images, condition)),
+            samples=_sample_all(model, condition),
+        )
+    autoencoder = kp.PixelCNNAutoEncoder((4, 5, 3), 3, num_layers=2, filters=6, kernel_size=3, encoder_filters=4)
+    randomize(autoencoder)
+    autoencoder.save_weights(out / "autoencoder.weights.h5")
+    cases["autoencoder"] = dict(config=autoencoder.get_config(), weights=str(out / "autoencoder.weights.h5"))
+    line, codes = autoencoder.interpolate(images[0], images[1], steps=3, seed=1)
+    ours["autoencoder"] = dict(
+        reconstruct=np.asarray(autoencoder.reconstruct(images, 2, seed=4)), interpolate=np.asarray(line), codes=codes
     )
+    env = subprocess_env(
+        KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT, json.dumps(cases), str(out)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    outputs = {head: (tf_outputs[head], np.load(tmp_path / f"{head}.npy")) for head in HEADS}
-    return outputs, result.stdout
+    report = json.loads(result.stdout.split("REPORT:")[-1])
+    theirs = {name: dict(np.load(out / f"{name}_jax.npz")) for name in HEADS + ["autoencoder"]}
+    return ours, theirs, report
 
 
-@pytest.mark.large  # large: one JAX subprocess (~10 s)
+@pytest.mark.large  # large: one JAX subprocess (~40 s)
 @pytest.mark.parametrize("head", HEADS)
-def test_forward_pass_under_jax_matches_tensorflow(forward_passes, head):
-    tf_output, jax_output = forward_passes[0][head]
-    np.testing.assert_allclose(jax_output, tf_output, rtol=1e-4, atol=1e-4)
+def test_jax_forward_pass_and_log_likelihood_match_tensorflow(jax_run, head):
+    ours, theirs, _ = jax_run
+    np.testing.assert_allclose(theirs[head]["forward"], ours[head]["forward"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(theirs[head]["log_prob"], ours[head]["log_prob"], rtol=1e-4)
 
 
 @pytest.mark.large  # large: the same JAX subprocess
-def test_export_under_jax_says_it_needs_the_tensorflow_backend(forward_passes):
-    stdout = forward_passes[1]
+@pytest.mark.parametrize("head", HEADS)
+def test_jax_draws_tensorflows_images_for_the_same_seed(jax_run, head):
+    ours, theirs, _ = jax_run
+    for run in ("cached_jit", "cached", "naive_jit"):  # cached == naive, jit or not, on JAX as on TF
+        np.testing.assert_array_equal(theirs[head][run], ours[head]["samples"], err_msg=run)
+    assert ours[head]["samples"].std() > 0
+
+
+@pytest.mark.large  # large: the same JAX subprocess
+def test_jax_autoencoder_reconstructs_and_interpolates_as_tensorflow(jax_run):
+    ours, theirs, _ = jax_run
+    np.testing.assert_allclose(theirs["autoencoder"]["codes"], ours["autoencoder"]["codes"], rtol=1e-4, atol=1e-5)
+    for name in ("reconstruct", "interpolate"):
+        np.testing.assert_array_equal(theirs["autoencoder"][name], ours["autoencoder"][name], err_msg=name)
+
+
+@pytest.mark.large  # large: the same JAX subprocess
+def test_jax_fits_saves_and_reloads_the_mixture_model(jax_run):
+    fit = jax_run[2]["fit"]
+    assert np.all(np.isfinite(fit["bits_per_dim"])) and fit["bits_per_dim"][-1] < fit["bits_per_dim"][0], fit
+    assert fit["log_prob_equal"] and fit["samples_equal"], fit
+    assert 0 < fit["evaluate"] < fit["bits_per_dim"][0], fit
+
+
+@pytest.mark.large  # large: the same JAX subprocess
+def test_jax_mixed_precision_fits_and_samples(jax_run):
+    mixed = jax_run[2]["mixed"]
+    assert (mixed["compute_dtype"], mixed["variable_dtype"]) == ("bfloat16", "float32"), mixed
+    assert np.isfinite(mixed["bits"]).all(), mixed
+    assert (mixed["sample_dtype"], mixed["sample_shape"]) == ("uint8", [2, 4, 5, 3]), mixed
+
+
+@pytest.mark.large  # large: the same JAX subprocess
+def test_jax_data_parallel_fit_equals_the_single_device_fit(jax_run):
+    parallel = jax_run[2]["data_parallel"]
+    assert parallel["devices"] == 2 and parallel["weight_devices"] == 2, parallel  # replicated weights
+    assert parallel["moved"] > 1e-3 and parallel["max_difference"] < 1e-5, parallel
+
+
+@pytest.mark.large  # large: the same JAX subprocess
+def test_jax_run_never_imports_tensorflow_and_export_says_it_needs_it(jax_run):
+    report = jax_run[2]
+    assert not report["tensorflow_imported"]
     message = "export_saved_model: needs the tensorflow backend (KERAS_BACKEND=tensorflow); this process runs 'jax'."
-    assert f"EXPORT: {message}" in stdout
+    assert report["export_error"] == message
+
+
+@pytest.mark.large  # large: the core suite again, under JAX (~3 CPU-minutes)
+def test_core_suite_passes_under_jax():
+    """JAX_ENABLE_X64: the suite's exact comparisons run float64 models (the JAX process above runs without)."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-m",
+               "not large and not slow and not tensorflow_only", *CORE_MODULES]  # fmt: skip
+    env = subprocess_env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1")
+    result = subprocess.run(command, cwd=tests, env=env, capture_output=True, text=True, timeout=1200)
+    summary = result.stdout.strip().splitlines()[-1]
+    assert result.returncode == 0, result.stdout[-5000:]
+    passed = int(re.search(r"(\d+) passed", summary).group(1))
+    assert passed >= 200 and "failed" not in summary and "error" not in summary, summary

@@ -110,6 +110,7 @@ def test_summary_of_a_built_model(case):
     assert model.count_params() > 0
 
 
+@pytest.mark.tensorflow_only  # traced in a tf.function, as the TF trainers' step
 @pytest.mark.parametrize("case", CASES)
 def test_per_image_bits_per_dim_is_the_loss_of_each_image(case):
     model, images, condition = make(case)
