@@ -264,6 +264,25 @@ def test_presets_fill_only_the_flags_not_given():
     assert (config.filters, config.kernel_size, config.batch_size, config.dataset) == (384, 5, 128, "cifar10")
 
 
+def test_train_flags_are_train_configs_fields():
+    """Each TrainConfig setting is one flag with the field's default, help and choices (defined once)."""
+    import dataclasses
+
+    from trainers.config import TrainConfig
+
+    fields = [field for field in dataclasses.fields(TrainConfig) if field.name != "config"]
+    assert len(fields) == 29
+    for field in fields:
+        flag = flags.FLAGS[field.name]
+        assert flag.default == field.default and flag.help.endswith(field.metadata["help"]), field.name
+        if field.metadata["choices"]:
+            assert flag.parser.enum_values == list(field.metadata["choices"]), field.name
+    parse_flags(train, ["--model_dir=/tmp/unused", "--filters=48", "--head=logistic_mixture", "--ema_decay=0.5"])
+    assert train.config_from_flags() == TrainConfig(filters=48, head="logistic_mixture", ema_decay=0.5)
+    with pytest.raises(flags.IllegalFlagValueError, match="head"):
+        parse_flags(train, ["--model_dir=/tmp/unused", "--head=gaussian"])
+
+
 def test_ema_weights_are_what_gets_evaluated_and_saved(tmp_path):
     from trainers.config import TrainConfig
     from trainers.loop import WeightAverage

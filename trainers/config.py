@@ -22,9 +22,17 @@ HEADS = ("softmax", "logistic_mixture")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 
 
+def _setting(default, help, choices=None):
+    """A TrainConfig field with its flag's help (and choices): trainers/config_flags.py defines the flags from them."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """The settings of one training run (the flags of ``trainers.train``, same names and defaults).
+    """The settings of one training run: the flags of ``trainers.train`` are made from these fields.
+
+    Each field holds its default and its flag's help (``_setting``); config_flags.py defines
+    the flags, so a setting's name, type, default and help are written once.
 
     Data:
       dataset: ``digits`` (embedded), a tfds image data set name, ``npz:PATH``
@@ -75,36 +83,77 @@ class TrainConfig:
       config: the preset this config started from, if any.
     """
 
-    dataset: str = "digits"
-    data_dir: Optional[str] = None
-    num_classes: Optional[int] = None
-    conditioning: str = "class"
-    bottleneck_dim: int = 10
-    embedding_model: Optional[str] = None
-    spatial_condition: bool = False
-    num_layers: Optional[int] = None
-    filters: Optional[int] = None
-    kernel_size: Optional[int] = None
-    dilation_rates: str = "auto"
-    head: str = "softmax"
-    num_mixtures: int = 5
-    dropout: float = 0.3
-    batch_size: int = 32
-    learning_rate: float = 5e-3
-    lr_schedule: str = "cosine"
-    lr_decay_rate: float = 0.99995
-    train_steps: int = 2000
-    eval_every: int = 250
-    eval_examples: int = 0
-    samples_per_class: int = 8
-    log_every: int = 50
-    ema_decay: float = 0.0
-    weight_decay: float = 0.3
-    clip_norm: float = 1.0
-    mixed_precision: str = "auto"
-    jit_compile: bool = False
-    seed: int = 0
-    config: Optional[str] = None
+    dataset: str = _setting(
+        "digits",
+        "Data set: the embedded 'digits' (no network), a tfds image data set name (read from --data_dir), "
+        "npz:PATH (a .npz with 'images' [N, H, W(, C)] 0..255, optional 'labels', 'test_images', 'test_labels') "
+        "or folder:PATH (image files of one size, a subfolder per class; train/ and test/ if present).",
+    )
+    data_dir: Optional[str] = _setting(None, "tfds data directory (default: tfds's own, ~/tensorflow_datasets).")
+    num_classes: Optional[int] = _setting(None, "npz:/folder: data: the number of classes (default: max label + 1).")
+    conditioning: str = _setting(
+        "class",
+        "What the model is conditioned on: nothing, the class label, its own code h = encoder(x) (a PixelCNN "
+        "auto-encoder), or the embedding h = f(x) of the frozen --embedding_model.",
+        CONDITIONINGS,
+    )
+    bottleneck_dim: int = _setting(10, "--conditioning=autoencoder: size of the code h (the paper used 10 and 100).")
+    embedding_model: Optional[str] = _setting(
+        None,
+        "--conditioning=embedding: a saved Keras model (.keras) mapping float32 images [B, H, W, C] with values "
+        "0..255 to vectors [B, D]; frozen, and saved as part of the trained model.",
+    )
+    spatial_condition: bool = _setting(
+        False, "Location-dependent conditioning: map h (or the class) to s = m(h) (paper eq. 5)."
+    )
+    num_layers: Optional[int] = _setting(
+        None, "Gated layers (default: sized to the images, 6 up to 8 rows high, else 8)."
+    )
+    filters: Optional[int] = _setting(
+        None,
+        "Features per layer, a multiple of C for the softmax head (default: 32 rounded up to a multiple of C, "
+        "33 for RGB).",
+    )
+    kernel_size: Optional[int] = _setting(
+        None, "Odd filter size n >= 3 (default: 3 for images up to 8 rows high, else 5)."
+    )
+    dilation_rates: str = _setting(
+        "auto",
+        "auto (rates 1, 2, 4, ... only when the undilated vertical stack cannot see the whole image height), "
+        "none (the paper's trunk), or one int per layer, e.g. 1,2,4,1,2,4.",
+    )
+    head: str = _setting("softmax", "Output distribution.", HEADS)
+    num_mixtures: int = _setting(5, "Logistic mixture components.")
+    dropout: float = _setting(0.3, "Dropout rate inside each layer.")
+    batch_size: int = _setting(32, "Global batch size (split over replicas).")
+    learning_rate: float = _setting(5e-3, "Peak learning rate of Adam (AdamW with --weight_decay).")
+    lr_schedule: str = _setting("cosine", "Learning-rate schedule.", LR_SCHEDULES)
+    lr_decay_rate: float = _setting(0.99995, "Per-step decay factor of the exponential schedule.")
+    train_steps: int = _setting(2000, "Total optimizer steps.")
+    eval_every: int = _setting(250, "Evaluate, sample and checkpoint every this many steps.")
+    eval_examples: int = _setting(0, "Evaluate on at most this many test images (0: all).")
+    samples_per_class: int = _setting(
+        8,
+        "Samples per class (or per grid row; per test image for the autoencoder and embedding conditionings) at "
+        "each evaluation; 0: none.",
+    )
+    log_every: int = _setting(50, "Training summaries and log lines every this many steps.")
+    ema_decay: float = _setting(0.0, "Polyak averaging of the weights (e.g. 0.9995); 0 disables.")
+    weight_decay: float = _setting(0.3, "AdamW's decoupled weight decay (scaled by the learning rate); 0: Adam.")
+    clip_norm: float = _setting(1.0, "Clip the global gradient norm to this value; 0 disables.")
+    mixed_precision: str = _setting(
+        "auto",
+        "Compute dtype: auto picks bfloat16 on CPUs with AVX512_BF16/AMX and GPUs of compute capability >= 8.0, "
+        "float16 (with loss scaling) on 7.x GPUs, else none (float32).",
+        MIXED_PRECISIONS,
+    )
+    jit_compile: bool = _setting(
+        False,
+        "XLA-compile the work: the training step's forward and backward pass (trainers.train), or the sampling "
+        "loop of the exported signatures (export.export; needs a server started with XLA enabled).",
+    )
+    seed: int = _setting(0, "Seed of initialisation, data order and samples.")
+    config: Optional[str] = None  # provenance, not a flag: trainers.train's --config picks the preset
 
     def replace(self, **changes):
         """A copy with ``changes`` applied (``dataclasses.replace``)."""

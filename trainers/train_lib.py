@@ -6,12 +6,18 @@
     metrics = train_and_evaluate(TrainConfig(train_steps=500), "/tmp/run",
                                  callbacks=[keras.callbacks.CSVLogger("/tmp/log.csv")])
 
-One custom loop for every tf.distribute strategy (trainers/loop.py) with
-checkpoints and resume, Polyak averaging (EMA), evaluation, sample grids and
-TensorBoard summaries, all under ``model_dir`` (any tf.io.gfile path: local,
-gs://, ram://; layout in trainers/model_dir.py). Keras callbacks are
-driven as ``fit`` drives them, with one evaluation interval (``eval_every``
-steps) as one epoch:
+One custom loop for every tf.distribute strategy with checkpoints and resume,
+Polyak averaging (EMA), evaluation, sample grids and TensorBoard summaries, all
+under ``model_dir`` (any tf.io.gfile path: local, gs://, ram://; layout in
+trainers/model_dir.py). The parts, each in its module:
+
+  checkpointing.TrainingState  model, optimizer, weight average; restore, save
+  loop.make_train_step         the distributed train step (and the evaluator)
+  step_loop.run_steps          the steps, driving the callbacks, checkpointing each epoch
+  evaluation.Evaluation        test bits/dim of the model as saved, metrics.json, grids, summaries
+
+Keras callbacks are driven as ``fit`` drives them, with one evaluation interval
+(``eval_every`` steps) as one epoch:
 
   on_train_begin / on_train_end
   on_epoch_begin(epoch) / on_epoch_end(epoch, {loss, bits_per_dim, val_loss, val_bits_per_dim})
@@ -26,13 +32,8 @@ non-finite weights. SIGTERM / SIGINT (main thread only) checkpoint the current
 step and raise TrainingInterrupted; run again to resume.
 """
 
-import contextlib
 import hashlib
-import math
 import os
-import signal
-import sys
-import threading
 
 import keras
 import numpy as np
@@ -41,24 +42,14 @@ from absl import logging
 
 from trainers import data as data_lib
 from trainers import model_dir as layout
+from trainers.checkpointing import TrainingState
 from trainers.config import Trunk, resolve_filters, resolve_trunk
-from trainers.loop import WeightAverage, make_evaluator, make_train_step, read_scalar
+from trainers.evaluation import Evaluation, ServedModel, Summaries
+from trainers.loop import make_train_step
 from trainers.precision import PRECISIONS, policy_name, resolve_mixed_precision
+from trainers.step_loop import NonFiniteLossError, TrainingInterrupted, make_callbacks, run_steps
 
-MONITORED = ("loss", "bits_per_dim", "val_loss", "val_bits_per_dim")  # the logs' keys
-RECONSTRUCTION_ROWS = 8  # test images shown with their reconstructions at each evaluation (autoencoder, embedding)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the last checkpoint is from before."""
-
-
-class TrainingInterrupted(Exception):
-    """SIGTERM or SIGINT stopped the run after checkpointing; ``signum`` is the signal's number."""
-
-    def __init__(self, signum, step):
-        super().__init__(f"Stopped by signal {signum} at step {step}; run again to resume from its checkpoint.")
-        self.signum, self.step = signum, step
+__all__ = ["NonFiniteLossError", "TrainingInterrupted", "build_model", "build_optimizer", "train_and_evaluate"]
 
 
 def load_embedding_model(path, image_shape, dataset=None):
@@ -125,16 +116,6 @@ def build_optimizer(config, loss_scaling=False):
     return optimizer
 
 
-def is_chief(strategy):
-    """True on the worker that writes files (the only process without a multi-worker cluster)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    if resolver.task_type == "chief":
-        return True
-    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
-
-
 def weights_fingerprint(model):
     """A short hash of all weights: equal on every worker of a synchronous run."""
     digest = hashlib.sha256()
@@ -181,8 +162,7 @@ def train_and_evaluate(config, model_dir, strategy=None, callbacks=None):
     try:
         keras.utils.set_random_seed(config.seed)
         keras.mixed_precision.set_dtype_policy(policy_name(precision))
-        run = _Run(config, model_dir, strategy, data, callbacks, precision, trunk, filters)
-        return run.train()
+        return _train(config, model_dir, strategy, data, callbacks, precision, trunk, filters)
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
 
@@ -253,279 +233,59 @@ def _recorded_trunk(recorded):
     return Trunk(num_layers, kernel_size, tuple(rates))
 
 
-# TrainConfig fields that shape the checkpoint's variables.
-_CHECKPOINT_FIELDS = (
-    "conditioning", "bottleneck_dim", "spatial_condition", "filters", "head", "num_mixtures", "ema_decay",
-)  # fmt: skip  (num_layers and kernel_size: resolved_trunk)
+def _train(config, model_dir, strategy, data, callbacks, precision, trunk, filters):
+    """The run itself, once its config is resolved: the parts of the module docstring, in order."""
+    num_classes = data.num_classes if config.conditioning == "class" else None
+    with strategy.scope():
+        model = build_model(config, data.image_shape, num_classes, trunk, filters)  # errors name the field
+        optimizer = build_optimizer(config, loss_scaling=precision == "float16")
+    state = TrainingState(config, model_dir, strategy, model, optimizer)  # resumes from the last checkpoint
+    callbacks = make_callbacks(callbacks, model, config)
+    summaries = Summaries(model_dir, state.chief)
+    served = ServedModel(state, precision)
+    evaluation = Evaluation(config, model_dir, data, state, served, summaries, callbacks)
+    metrics = evaluation.metrics
+    if state.step >= config.train_steps and metrics.get("step") == state.step and _has_final_model(model_dir):
+        logging.info("The run in %s is already at train_steps=%d: nothing to do.", model_dir, state.step)
+        return dict(metrics)
+    if state.chief:
+        _write_run_config(config, model_dir, model, precision, trunk, filters)
+    # Resumed runs reshuffle from seed + step: deterministic for a given resume point.
+    train_data = data_lib.train_pipeline(data, config.batch_size, config.seed + state.step)
+    iterator = iter(strategy.experimental_distribute_dataset(train_data))
+    train_step = make_train_step(
+        model, optimizer, strategy, config.batch_size, config.clip_norm, config.jit_compile, state.average
+    )
+    model.stop_training = False
+    callbacks.on_train_begin()
+    if state.step == 0:
+        evaluation()
+    finite = run_steps(config, state, train_step, iterator, callbacks, evaluation, summaries)
+    if finite and metrics.get("step") != state.step:
+        evaluation()  # resumed at the end of an unfinished run: finish it
+    callbacks.on_train_end(metrics)
+    if finite and state.chief:
+        with served() as final:
+            layout.save_model(final, model_dir)
+    logging.info(
+        "Done at step %d: test bits/dim %.4f, weights fingerprint %s",
+        state.step, metrics.get("test_bits_per_dim", float("nan")), weights_fingerprint(model),
+    )  # fmt: skip
+    return dict(metrics)
 
 
-def _recorded_flags(config, model_dir):
-    """["--name=value", ...] for the _CHECKPOINT_FIELDS that run_config.json records otherwise than ``config``."""
-    recorded = layout.read_json(os.path.join(model_dir, layout.RUN_CONFIG), {})
-    return [
-        f"--{name}={recorded[name]}"
-        for name in _CHECKPOINT_FIELDS
-        if name in recorded and recorded[name] != getattr(config, name)
-    ]
+def _has_final_model(model_dir):
+    return tf.io.gfile.exists(os.path.join(model_dir, layout.FINAL_MODEL))
 
 
-class _Run:
-    """State and side effects of one training run (files written by the chief only)."""
-
-    def __init__(self, config, model_dir, strategy, data, callbacks, precision, trunk, filters):
-        self.config, self.model_dir, self.strategy, self.data = config, model_dir, strategy, data
-        self.chief = is_chief(strategy)
-        num_classes = data.num_classes if config.conditioning == "class" else None
-        with strategy.scope():
-            self.model = build_model(config, data.image_shape, num_classes, trunk, filters)  # errors name the field
-            self.optimizer = build_optimizer(config, loss_scaling=precision == "float16")
-            self.optimizer.build(self.model.trainable_variables)  # slots inside the strategy scope
-            self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay > 0 else None
-            tracked = dict(model=self.model, optimizer=self.optimizer)
-            if self.average is not None:
-                tracked["weight_average"] = self.average
-            self.checkpoint = tf.train.Checkpoint(**tracked)
-        tf.io.gfile.makedirs(model_dir)
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, self._checkpoint_dir(), max_to_keep=3, step_counter=self.optimizer.iterations
-        )
-        restored = tf.train.latest_checkpoint(os.path.join(model_dir, layout.CHECKPOINT_DIR))
-        if restored:
-            try:
-                self.checkpoint.restore(restored).assert_existing_objects_matched()
-            except (AssertionError, ValueError) as error:  # other num_layers / filters (shapes), or ema_decay on
-                recorded = _recorded_flags(config, model_dir)
-                why = (
-                    f"; the run was started with {' '.join(recorded)} (run_config.json); pass those to resume it,"
-                    if recorded
-                    else " (a changed architecture or ema_decay?);"
-                )
-                raise ValueError(
-                    f"model_dir: its checkpoint {restored} does not fit this config{why} or use a new model_dir. "
-                    f"{str(error).splitlines()[0][:200]}"
-                ) from error
-        self.step = read_scalar(self.optimizer.iterations)
-        if restored:
-            logging.info("Resumed from %s: step %d, optimizer iterations %d.", restored, self.step, self.step)
-        self.precision, self.trunk, self.filters = precision, trunk, filters
-        self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs")) if self.chief else None
-        self.metrics_path = os.path.join(model_dir, layout.METRICS)
-        self.metrics = layout.read_json(self.metrics_path, {})
-        for callback in callbacks or []:
-            # Every number the loop reports is lower-is-better; Keras cannot infer that for
-            # "bits_per_dim" (it is no compiled metric), so monitors in "auto" mode get "min".
-            if getattr(callback, "mode", None) == "auto" and getattr(callback, "monitor", None) in MONITORED:
-                callback.mode = "min"
-        self.callbacks = keras.callbacks.CallbackList(callbacks, model=self.model)
-        self.callbacks.set_params(
-            {"epochs": math.ceil(config.train_steps / config.eval_every), "steps": config.eval_every, "verbose": 0}
-        )
-        self._reconstruction_inputs = self._float32_model = self.evaluator = None
-
-    # -- the loop -----------------------------------------------------------------------------
-
-    def train(self):
-        config = self.config
-        if (
-            self.step >= config.train_steps
-            and self.metrics.get("step") == self.step
-            and tf.io.gfile.exists(os.path.join(self.model_dir, layout.FINAL_MODEL))
-        ):
-            logging.info("The run in %s is already at train_steps=%d: nothing to do.", self.model_dir, self.step)
-            return dict(self.metrics)
-        if self.chief:
-            layout.write_model_config(self.model, self.model_dir)
-            config.to_json(
-                os.path.join(self.model_dir, layout.RUN_CONFIG),
-                resolved_mixed_precision=self.precision,
-                resolved_num_layers=self.trunk.num_layers,
-                resolved_kernel_size=self.trunk.kernel_size,
-                resolved_dilation_rates=list(self.trunk.dilation_rates),
-                resolved_filters=self.filters,
-            )
-        # Resumed runs reshuffle from seed + step: deterministic for a given resume point.
-        train_data = data_lib.train_pipeline(self.data, config.batch_size, config.seed + self.step)
-        iterator = iter(self.strategy.experimental_distribute_dataset(train_data))
-        train_step = make_train_step(
-            self.model, self.optimizer, self.strategy, config.batch_size, config.clip_norm, config.jit_compile,
-            self.average,
-        )  # fmt: skip
-        self.eval_data = data_lib.eval_pipeline(self.data, config.batch_size, max_examples=config.eval_examples)
-        self.model.stop_training = False
-        self.callbacks.on_train_begin()
-        if self.step == 0:
-            self.evaluate()
-        preemption, stop = None, {}
-        previous_handlers = {}
-        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):  # SIGTERM: every worker saves
-            preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
-                self.strategy.cluster_resolver, self.manager
-            )
-        elif threading.current_thread() is threading.main_thread():  # SIGTERM / SIGINT: finish the step, save
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                previous_handlers[signum] = signal.signal(signum, lambda number, _: stop.setdefault("signal", number))
-        try:
-            finite = self._loop(train_step, iterator, preemption, stop)
-        finally:
-            for signum, handler in previous_handlers.items():
-                signal.signal(signum, handler)
-        if finite and self.metrics.get("step") != self.step:
-            self.evaluate()  # resumed at the end of an unfinished run: finish it
-        self.callbacks.on_train_end(self.metrics)
-        if finite and self.chief:
-            with self.served_model() as model:
-                layout.save_model(model, self.model_dir)
-        logging.info(
-            "Done at step %d: test bits/dim %.4f, weights fingerprint %s",
-            self.step, self.metrics.get("test_bits_per_dim", float("nan")), weights_fingerprint(self.model),
-        )  # fmt: skip
-        return dict(self.metrics)
-
-    def _loop(self, train_step, iterator, preemption, stop):
-        """Runs epochs until train_steps or a stop; False when a callback stopped on a non-finite loss."""
-        config = self.config
-        progress = (
-            keras.utils.Progbar(config.train_steps, stateful_metrics=["bits_per_dim"]) if sys.stdout.isatty() else None
-        )
-        while self.step < config.train_steps and not self.model.stop_training:
-            epoch = self.step // config.eval_every
-            self.callbacks.on_epoch_begin(epoch)
-            losses = []
-            while True:
-                batch_index = self.step - epoch * config.eval_every
-                self.callbacks.on_train_batch_begin(batch_index)
-                batch = next(iterator)
-                loss = float(preemption.run(train_step, batch) if preemption else train_step(batch))
-                self.step += 1
-                self.callbacks.on_train_batch_end(batch_index, {"loss": loss, "bits_per_dim": loss})
-                if not math.isfinite(loss):
-                    if self.model.stop_training:  # e.g. TerminateOnNaN: stop, keep the last good checkpoint
-                        logging.warning("Loss is %s at step %d: stopped by a callback, nothing saved.", loss, self.step)
-                        return False
-                    raise NonFiniteLossError(
-                        f"Loss is {loss} at step {self.step}: stopping. The last checkpoint in "
-                        f"{self.manager.directory} "
-                        "is from before the divergence; lower learning_rate or set clip_norm."
-                    )
-                losses.append(loss)
-                if progress:
-                    progress.update(self.step, [("bits_per_dim", loss)])
-                if self.step % config.log_every == 0:
-                    self.summary(train_bits_per_dim=loss, loss=loss, learning_rate=self.learning_rate())
-                    if not progress:
-                        logging.info("step %d: train bits/dim %.4f", self.step, loss)
-                if (self.step % config.eval_every == 0 or self.step >= config.train_steps or self.model.stop_training
-                        or "signal" in stop):  # fmt: skip
-                    break
-            self.save_checkpoint()
-            if "signal" in stop:
-                logging.warning(
-                    "Stopped by signal %d at step %d; rerun the same command to resume.", stop["signal"], self.step
-                )
-                raise TrainingInterrupted(stop["signal"], self.step)
-            bits = self.evaluate()
-            train_bits = float(np.mean(losses))
-            self.callbacks.on_epoch_end(
-                epoch, {"loss": train_bits, "bits_per_dim": train_bits, "val_loss": bits, "val_bits_per_dim": bits}
-            )
-        return True
-
-    # -- side effects -------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def served_model(self):
-        """The model as model.keras holds it: float32, with the Polyak averages as weights when EMA is on.
-
-        Under mixed precision that is a float32 twin of the trained model (made once, its weights
-        copied in at each use). Evaluations and sample grids use it, so metrics.json is what
-        evaluating model.keras gives.
-        """
-        with self.average.swapped_in(self.step) if self.average is not None else contextlib.nullcontext():
-            if self.precision == "none":
-                yield self.model
-                return
-            if self._float32_model is None:
-                self._float32_model = layout.float32_copy(self.model)
-            else:
-                self._float32_model.set_weights(self.model.get_weights())
-            yield self._float32_model
-
-    def _checkpoint_dir(self):
-        if self.chief:
-            return os.path.join(self.model_dir, layout.CHECKPOINT_DIR)
-        # Every worker takes part in a save; only the chief's copy is kept.
-        return os.path.join(self.model_dir, ".worker_tmp", f"worker_{self.strategy.cluster_resolver.task_id}")
-
-    def save_checkpoint(self):
-        path = self.manager.save(checkpoint_number=self.step)
-        if not self.chief:
-            tf.io.gfile.rmtree(os.path.dirname(path))
-        logging.info("Saved checkpoint at step %d.", self.step)
-
-    def evaluate(self):
-        """Test bits/dim with the averaged weights; updates metrics.json, summaries and the sample grid."""
-        self.callbacks.on_test_begin()
-        with self.served_model() as model:
-            if self.evaluator is None:  # one traced evaluator: the served model is the same object every time
-                self.evaluator = make_evaluator(model)
-            bits = self.evaluator(self.eval_data)
-            if self.chief and self.config.samples_per_class:
-                self.write_samples(model)
-        logging.info("step %d: test bits/dim %.4f", self.step, bits)
-        self.metrics.setdefault("initial_test_bits_per_dim", bits)
-        self.metrics.update(step=self.step, test_bits_per_dim=bits, dataset=self.config.dataset)
-        if self.chief:
-            layout.write_json(self.metrics_path, self.metrics)
-            self.summary(eval_bits_per_dim=bits)
-        self.callbacks.on_test_end({"loss": bits, "bits_per_dim": bits})
-        return bits
-
-    def write_samples(self, model):
-        """A sample grid: one row per class (or one row), or inputs and reconstructions for auto-encoders."""
-        from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
-        from trainers.grids import image_grid, reconstruction_grid
-
-        height, width, channels = self.data.image_shape
-        scale = 4 if height < 16 else 1
-        per_row, seed = self.config.samples_per_class, self.config.seed
-        if isinstance(model, PixelCNNAutoEncoder):
-            # One row per fixed test image: the input, then its sampled reconstructions.
-            inputs = self.reconstruction_inputs()
-            samples = model.reconstruct(inputs, per_row, seed=seed)
-            self._write_grid(
-                reconstruction_grid(inputs, np.asarray(samples), scale=scale), "inputs_then_reconstructions"
-            )
-            return
-        rows = model.num_classes or 1
-        if model.num_classes:
-            samples = model.sample(condition=np.repeat(np.arange(rows), per_row), seed=seed)
-        else:
-            samples = model.sample(num_samples=per_row, seed=seed)
-        grid = image_grid(np.asarray(samples).reshape(rows, per_row, height, width, channels), scale=scale)
-        self._write_grid(grid, "samples_one_row_per_class")
-
-    def _write_grid(self, grid, summary_name):
-        """The grid as samples/step_<step>.png and as a TensorBoard image."""
-        from trainers.grids import write_png
-
-        tf.io.gfile.makedirs(os.path.join(self.model_dir, "samples"))
-        write_png(os.path.join(self.model_dir, "samples", f"step_{self.step:08d}.png"), grid)
-        with self.writer.as_default(step=self.step):
-            tf.summary.image(summary_name, grid[None])
-
-    def reconstruction_inputs(self):
-        """The first RECONSTRUCTION_ROWS test images (fixed), uint8 [N, H, W, C]."""
-        if self._reconstruction_inputs is None:
-            split = self.data.split("test").take(RECONSTRUCTION_ROWS)
-            self._reconstruction_inputs = np.stack([image.numpy() for image, _ in split])
-        return self._reconstruction_inputs
-
-    def summary(self, **scalars):
-        if self.writer is None:
-            return
-        with self.writer.as_default(step=self.step):
-            for name, value in scalars.items():
-                tf.summary.scalar(name, value)
-
-    def learning_rate(self):
-        return read_scalar(getattr(self.optimizer, "inner_optimizer", self.optimizer).learning_rate)
+def _write_run_config(config, model_dir, model, precision, trunk, filters):
+    """model_config.json and run_config.json: the config plus what this run resolved."""
+    layout.write_model_config(model, model_dir)
+    config.to_json(
+        os.path.join(model_dir, layout.RUN_CONFIG),
+        resolved_mixed_precision=precision,
+        resolved_num_layers=trunk.num_layers,
+        resolved_kernel_size=trunk.kernel_size,
+        resolved_dilation_rates=list(trunk.dilation_rates),
+        resolved_filters=filters,
+    )
