@@ -285,6 +285,32 @@ def quality_line(project_bpd, baseline_bpd):
     return f"quality: project_bpd={project_bpd:.4f} baseline_bpd={baseline_bpd:.4f} ratio={ratio:.4f}"
 
 
+def _calibrated_config(dataset, seconds, eval_seconds, out_dir, overrides, eval_every, calibration_seconds,
+                       samples_per_class, seed, log):  # fmt: skip
+    """The project's TrainConfig for the budget -> (config, the opened data set, calibrated seconds per step or None).
+
+    eval_every (when 0) and a cosine schedule's train_steps come from a timing run of ``calibration_seconds``.
+    """
+    config = TrainConfig(**{**overrides, "dataset": dataset, "seed": seed, "samples_per_class": samples_per_class})
+    config = config.replace(train_steps=overrides.get("train_steps", UNLIMITED_STEPS), eval_every=UNLIMITED_STEPS)
+    data = data_lib.open_dataset(config.dataset, config.data_dir, config.num_classes)
+    if data.num_classes is None:
+        raise ValueError(f"dataset={dataset}: has no labels; the benchmark trains class-conditional models.")
+    cosine_steps = config.lr_schedule == "cosine" and "train_steps" not in overrides
+    step_seconds = None
+    if not eval_every or cosine_steps:
+        calibration_dir = os.path.join(out_dir, "calibration_run")
+        shutil.rmtree(calibration_dir, ignore_errors=True)
+        step_seconds, _ = measure_step_seconds(config, calibration_dir, calibration_seconds)
+        log(f"project: {step_seconds * 1000:.1f} ms/step (median over {calibration_seconds:.0f} s of training)")
+    eval_every = eval_every or max(1, round(eval_seconds / step_seconds))
+    config = config.replace(eval_every=eval_every)
+    if cosine_steps:
+        config = config.replace(train_steps=max(1, round(COSINE_STEPS_MARGIN * seconds / step_seconds)))
+    log(f"project config: {config.to_json()}")
+    return config, data, step_seconds
+
+
 def run(dataset, minutes, baseline, out_dir, overrides=None, eval_minutes=2.0, eval_every=0, calibration_seconds=30.0,
         samples_per_class=8, baseline_filters=0, seed=0, log=print):  # fmt: skip
     """Runs the benchmark; returns a dict of results (also written to ``<out_dir>/quality.json``) with ``line``.
@@ -305,23 +331,10 @@ def run(dataset, minutes, baseline, out_dir, overrides=None, eval_minutes=2.0, e
     os.makedirs(out_dir, exist_ok=True)
     seconds, eval_seconds = 60.0 * minutes, 60.0 * eval_minutes
     overrides = dict(overrides or {})
-    config = TrainConfig(**{**overrides, "dataset": dataset, "seed": seed, "samples_per_class": samples_per_class})
-    config = config.replace(train_steps=overrides.get("train_steps", UNLIMITED_STEPS), eval_every=UNLIMITED_STEPS)
-    data = data_lib.open_dataset(config.dataset, config.data_dir, config.num_classes)
-    if data.num_classes is None:
-        raise ValueError(f"dataset={dataset}: has no labels; the benchmark trains class-conditional models.")
-    cosine_steps = config.lr_schedule == "cosine" and "train_steps" not in overrides
-    step_seconds, project_params = None, None
-    if not eval_every or cosine_steps:
-        calibration_dir = os.path.join(out_dir, "calibration_run")
-        shutil.rmtree(calibration_dir, ignore_errors=True)
-        step_seconds, project_params = measure_step_seconds(config, calibration_dir, calibration_seconds)
-        log(f"project: {step_seconds * 1000:.1f} ms/step (median over {calibration_seconds:.0f} s of training)")
-    eval_every = eval_every or max(1, round(eval_seconds / step_seconds))
-    config = config.replace(eval_every=eval_every)
-    if cosine_steps:
-        config = config.replace(train_steps=max(1, round(COSINE_STEPS_MARGIN * seconds / step_seconds)))
-    log(f"project config: {config.to_json()}")
+    config, data, step_seconds = _calibrated_config(
+        dataset, seconds, eval_seconds, out_dir, overrides, eval_every, calibration_seconds, samples_per_class,
+        seed, log,
+    )  # fmt: skip
 
     load = {"project_start": os.getloadavg()[0]}
     project_dir = os.path.join(out_dir, "project_run")

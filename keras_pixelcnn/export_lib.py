@@ -433,6 +433,32 @@ def publish_directory(local_dir, target):
     shutil.rmtree(local_dir)
 
 
+def _checked_export_arguments(model, export_base, version, jit_compile, max_batch_size):
+    """``export_saved_model``'s argument checks -> (export_base as a path, max_batch_size as an int or None)."""
+    from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
+    from keras_pixelcnn.model import PixelCNNBase
+
+    if not isinstance(model, (PixelCNNBase, PixelCNNAutoEncoder)):
+        raise ValueError(
+            f"model: expected a keras_pixelcnn PixelCNN model or PixelCNNAutoEncoder, got {type(model).__name__}."
+        )
+    if not isinstance(export_base, (str, os.PathLike)) or not os.fspath(export_base):
+        raise ValueError(f"export_base: expected a directory path, got {export_base!r}.")
+    export_base = os.fspath(export_base)
+    if is_local(export_base):
+        export_base = os.path.abspath(export_base)
+    if tf.io.gfile.exists(export_base) and not tf.io.gfile.isdir(export_base):
+        raise ValueError(f"export_base: {export_base} exists and is not a directory.")
+    if version is not None and (not _is_int(version) or version < 1):
+        raise ValueError(f"version: expected None or an int >= 1, got {version!r}.")
+    if max_batch_size is not None and (not _is_int(max_batch_size) or max_batch_size < 1):
+        raise ValueError(f"max_batch_size: expected None (no limit) or an int >= 1, got {max_batch_size!r}.")
+    if not isinstance(jit_compile, (bool, np.bool_)):
+        raise ValueError(f"jit_compile: expected True or False, got {jit_compile!r}.")
+    max_batch_size = None if max_batch_size is None else int(max_batch_size)
+    return export_base, max_batch_size
+
+
 def export_saved_model(model, export_base, version=None, *, jit_compile=False, max_batch_size=DEFAULT_MAX_BATCH_SIZE):
     """Exports ``model`` for TF-Serving as ``<export_base>/<version>/``, atomically.
 
@@ -466,27 +492,7 @@ def export_saved_model(model, export_base, version=None, *, jit_compile=False, m
     """
     import keras
 
-    from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
-    from keras_pixelcnn.model import PixelCNNBase
-
-    if not isinstance(model, (PixelCNNBase, PixelCNNAutoEncoder)):
-        raise ValueError(
-            f"model: expected a keras_pixelcnn PixelCNN model or PixelCNNAutoEncoder, got {type(model).__name__}."
-        )
-    if not isinstance(export_base, (str, os.PathLike)) or not os.fspath(export_base):
-        raise ValueError(f"export_base: expected a directory path, got {export_base!r}.")
-    export_base = os.fspath(export_base)
-    if is_local(export_base):
-        export_base = os.path.abspath(export_base)
-    if tf.io.gfile.exists(export_base) and not tf.io.gfile.isdir(export_base):
-        raise ValueError(f"export_base: {export_base} exists and is not a directory.")
-    if version is not None and (not _is_int(version) or version < 1):
-        raise ValueError(f"version: expected None or an int >= 1, got {version!r}.")
-    if max_batch_size is not None and (not _is_int(max_batch_size) or max_batch_size < 1):
-        raise ValueError(f"max_batch_size: expected None (no limit) or an int >= 1, got {max_batch_size!r}.")
-    if not isinstance(jit_compile, (bool, np.bool_)):
-        raise ValueError(f"jit_compile: expected True or False, got {jit_compile!r}.")
-    max_batch_size = None if max_batch_size is None else int(max_batch_size)
+    export_base, max_batch_size = _checked_export_arguments(model, export_base, version, jit_compile, max_batch_size)
     tf.io.gfile.makedirs(export_base)
     if version is None:
         version = max(_existing_versions(export_base), default=0) + 1
