@@ -64,7 +64,7 @@ class CachedSampler:
 
     Call:
       ``sampler(batch_size, condition, temperature, seed)`` as ``sample_naive``
-      -> uint8 [B, H, W, C].
+      -> [B, H, W, C] of ``model.sample_dtype``.
     """
 
     def __init__(self, model):
@@ -73,7 +73,8 @@ class CachedSampler:
         self.height, self.width, self.channels = model.image_shape
         self.groups = model.color_channels
         self.dtype = model.compute_dtype
-        self.input_features = [self.channels] + [model.filters] * (len(self.blocks) - 1)
+        first = self.channels if model.num_categories is None else self.channels * model.filters  # embedded codes
+        self.input_features = [first] + [model.filters] * (len(self.blocks) - 1)
 
     def __call__(self, batch_size, condition, temperature, seed):
         model = self.model
@@ -87,7 +88,7 @@ class CachedSampler:
             head_weights=model.head_out.pixel_weights(self.dtype),
         )
         state = ops.fori_loop(0, self.height, lambda i, state: self.row(run, i, state), self.initial_state(run))
-        return ops.cast(state.images, "uint8")
+        return ops.cast(state.images, model.sample_dtype)
 
     def initial_state(self, run):
         """Zero windows (zero rows above row 0), the links of an all-zero row -1, no image yet."""
@@ -110,8 +111,9 @@ class CachedSampler:
             condition = ops.expand_dims(ops.take(condition, row, axis=1), 1)  # [B, 1, W, S]
         return [block.condition_biases(condition) for block in self.blocks]
 
-    def _scaled(self, pixels):
-        return ops.cast(pixels, self.dtype) / 127.5 - 1.0
+    def _first_inputs(self, values, channels):
+        """The first layer's input at one pixel, channels 0 .. channels - 1: one block per channel (group-major)."""
+        return [self.model.embed_inputs(values[:, c : c + 1]) for c in range(channels)]
 
     def row(self, run, i, state):
         """Draws image row ``i`` pixel by pixel, then advances the vertical stack past it."""
@@ -146,7 +148,7 @@ class CachedSampler:
 
     def vertical_pass(self, windows, row, biases):
         """Moves every layer's vertical window down by the finished ``row``; returns (windows, the next row's links)."""
-        new_input = self._scaled(row[:, None])
+        new_input = self.model.embed_inputs(row[:, None])
         new_windows, links = [], []
         for block, window, bias in zip(self.blocks, windows, biases, strict=True):
             window = ops.concatenate([window[:, 1:], new_input], axis=1)
@@ -174,7 +176,7 @@ class CachedSampler:
         features, hidden = [], []
         for group in range(self.groups):
             if self.groups > 1:
-                current[0] = [self._scaled(values[:, c : c + 1]) for c in range(group)]
+                current[0] = self._first_inputs(values, group)
             skips = []
             for index, block in enumerate(self.blocks):
                 args = (run.block_weights[index], group, current[index], history[index], gated[index], terms[index])
@@ -187,10 +189,10 @@ class CachedSampler:
             features.append(ops.relu(sum(skips[1:], skips[0]) if skips else out))
             hidden.append(ops.relu(model.head_hidden.pixel_group(run.hidden_weights, group, features)))
             outputs = model.head_out.pixel_group(run.head_weights, group, hidden)
-            if self.groups > 1:  # the logits of channel `group`, at its row of the head's [B, C, 256]
+            if self.groups > 1:  # the logits of channel `group`, at its row of the head's [B, C, L]
                 params = ops.pad(outputs[:, None], ((0, 0), (group, self.groups - 1 - group), (0, 0)))
             else:
                 params = head.params_from_outputs(outputs[:, None, None])[:, 0, 0]
             values = head.sample_step(params, values, group, run.temperature, noise[group])
-        current[0] = [self._scaled(values)]
+        current[0] = self._first_inputs(values, self.channels)
         return values, [ops.concatenate(blocks, axis=-1) if len(blocks) > 1 else blocks[0] for blocks in current]

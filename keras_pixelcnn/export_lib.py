@@ -13,6 +13,9 @@ Signatures (flat dicts of named tensors, batch dimension B):
     ``condition`` for conditional models. Outputs: ``log_prob`` (nats) and
     ``bits_per_dim``, float32 [B].
 
+A K-category model (``num_categories=K``) exports the same two with int32 codes
+in place of uint8 images: ``images`` int32 [B, H, W, C] in [0, K) in and out.
+
 A ``PixelCNNAutoEncoder`` (or ``EmbeddingConditionedPixelCNN``) exports four:
 
   * ``encode``: ``images`` uint8 [B, H, W, C] -> ``condition`` float32 [B, D],
@@ -40,7 +43,7 @@ shapes would let grappler fold a rank check away, and an op's own error, which
 names no input, would fire first); (2) batch sizes, from the shapes alone: at
 least one, at most ``max_batch_size``, the same for every batched input, and
 ``num_samples`` in [1, max_batch_size]; (3) values: class ids in
-[0, num_classes), finite conditions, 0 < temperature < inf. Nothing beyond the
+[0, num_classes), codes in [0, K), finite conditions, 0 < temperature < inf. Nothing beyond the
 request tensors is allocated before (2) passes, and no computation starts
 before (3) passes.
 
@@ -84,6 +87,7 @@ class InputSpec:
       unit: what one batch entry is, for messages ("image", "class id", "row");
         None for unbatched inputs.
       num_classes: for ``class_ids``: ids must lie in [0, num_classes).
+      num_categories: for a K-category model's ``images`` (int32 codes): codes must lie in [0, K).
     """
 
     name: str
@@ -91,6 +95,7 @@ class InputSpec:
     shape: tuple
     unit: str | None = None
     num_classes: int | None = None
+    num_categories: int | None = None
 
     @property
     def batched(self):
@@ -148,7 +153,10 @@ def model_kind(model):
 
 
 def _images_spec(model):
-    return InputSpec("images", "uint8", (None,) + tuple(model.image_shape), "image")
+    """uint8 images, or a K-category model's int32 codes (checked to lie in [0, K))."""
+    num_categories = getattr(model, "num_categories", None)
+    dtype = "uint8" if num_categories is None else "int32"
+    return InputSpec("images", dtype, (None,) + tuple(model.image_shape), "image", num_categories=num_categories)
 
 
 def _conditioning_specs(model):
@@ -307,11 +315,14 @@ def _batch_checks(tensors, specs, max_batch_size):
 
 
 def _value_checks(tensors, specs):
-    """Asserts on the values: class ids in range, finite conditions, 0 < temperature < inf (stage 3)."""
+    """Asserts on the values: class ids and codes in range, finite conditions, 0 < temperature < inf (stage 3)."""
     checks = []
     for spec in specs:
         value = tensors[spec.name]
-        if spec.num_classes is not None:
+        if spec.num_categories is not None:
+            in_range = tf.reduce_all(tf.logical_and(value >= 0, value < spec.num_categories))
+            checks.append(tf.debugging.Assert(in_range, [f"{spec.name}: expected codes in [0, {spec.num_categories})"]))
+        elif spec.num_classes is not None:
             checks += [
                 tf.debugging.Assert(tf.reduce_all(value >= 0), [f"{spec.name}: expected class ids >= 0"]),
                 tf.debugging.Assert(

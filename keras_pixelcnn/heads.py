@@ -41,60 +41,65 @@ def _logistic(uniform):
 
 
 class SoftmaxHead:
-    """256-way categorical per sub-pixel; channels autoregressive R -> G -> B.
+    """L-way categorical per sub-pixel (L = 256 intensities, or K codes); channels autoregressive R -> G -> B.
 
-    Parameters: logits [B, H, W, C, 256]. The network's ``256 * C`` output maps
+    Parameters: logits [B, H, W, C, L]. The network's ``L * C`` output maps
     are grouped by ``index % C`` (the colour-mask convention), so they reshape
-    to [..., 256, C] and are transposed to [..., C, 256].
+    to [..., L, C] and are transposed to [..., C, L].
+
+    Args:
+      channels: C.
+      levels: L, the values of a sub-pixel: 256 for 8-bit images, K for K-category codes.
     """
 
     name = "softmax"
     pixel_level_masks = False  # the network itself is colour-masked
 
-    def __init__(self, channels):
+    def __init__(self, channels, levels=PIXEL_LEVELS):
         self.channels = check_positive_int(channels, "channels")
+        self.levels = check_positive_int(levels, "levels")
         self.steps_per_pixel = self.channels
-        self.noise_size = PIXEL_LEVELS  # one Gumbel per level
+        self.noise_size = self.levels  # one Gumbel per level
 
     def noise(self, uniform, dtype):
-        """Uniforms [..., 256] in (0, 1) -> Gumbel noise [..., 256] in ``dtype``."""
+        """Uniforms [..., L] in (0, 1) -> Gumbel noise [..., L] in ``dtype``."""
         return _gumbel(ops.cast(uniform, dtype))
 
     @property
     def num_outputs(self):
-        return PIXEL_LEVELS * self.channels
+        return self.levels * self.channels
 
     def params_from_outputs(self, outputs):
-        """[B, H, W, 256 C] -> logits [B, H, W, C, 256]."""
+        """[B, H, W, L C] -> logits [B, H, W, C, L]."""
         shape = ops.shape(outputs)
-        logits = ops.reshape(outputs, (shape[0], shape[1], shape[2], PIXEL_LEVELS, self.channels))
+        logits = ops.reshape(outputs, (shape[0], shape[1], shape[2], self.levels, self.channels))
         return ops.transpose(logits, (0, 1, 2, 4, 3))
 
     @property
     def output_order(self):
-        """The network's output maps in channel-major order: int [256 C], map ``level * C + c`` at ``c * 256 + level``.
+        """The network's output maps in channel-major order: int [L C], map ``level * C + c`` at ``c * L + level``.
 
         A 1x1 convolution whose kernel columns are taken in this order emits the logits already
-        laid out as [..., C, 256] (``params_from_ordered_outputs``): permuting the kernel is
-        cheaper than transposing the [B, H, W, C, 256] logits and their gradient.
+        laid out as [..., C, L] (``params_from_ordered_outputs``): permuting the kernel is
+        cheaper than transposing the [B, H, W, C, L] logits and their gradient.
         """
-        return np.arange(PIXEL_LEVELS * self.channels).reshape(PIXEL_LEVELS, self.channels).T.reshape(-1)
+        return np.arange(self.levels * self.channels).reshape(self.levels, self.channels).T.reshape(-1)
 
     def params_from_ordered_outputs(self, outputs):
-        """[B, H, W, 256 C] in ``output_order`` -> logits [B, H, W, C, 256]."""
+        """[B, H, W, L C] in ``output_order`` -> logits [B, H, W, C, L]."""
         shape = ops.shape(outputs)
-        return ops.reshape(outputs, (shape[0], shape[1], shape[2], self.channels, PIXEL_LEVELS))
+        return ops.reshape(outputs, (shape[0], shape[1], shape[2], self.channels, self.levels))
 
     def log_prob(self, params, images):
         """Log-likelihood in nats of integer-valued images [B, H, W, C] -> [B].
 
-        log p(x) = logit[x] - logsumexp(logits) per sub-pixel, with logits [B, H, W, C, 256].
+        log p(x) = logit[x] - logsumexp(logits) per sub-pixel, with logits [B, H, W, C, L].
         """
         logits = _float(params)
         # The target logit as a one-hot product rather than a gather from log_softmax: no
         # [..., 256] log_softmax tensor, and an elementwise gradient instead of a scatter
         # (take_along_axis's gradient, UnsortedSegmentSum in TF, was ~6% of a training step).
-        one_hot = ops.one_hot(ops.cast(images, "int32"), PIXEL_LEVELS, dtype=logits.dtype)
+        one_hot = ops.one_hot(ops.cast(images, "int32"), self.levels, dtype=logits.dtype)
         per_subpixel = ops.sum(logits * one_hot, axis=-1) - ops.logsumexp(logits, axis=-1)  # [B, H, W, C]
         return ops.sum(per_subpixel, axis=(1, 2, 3))
 
@@ -102,11 +107,11 @@ class SoftmaxHead:
         """Draws channel ``channel`` of one pixel.
 
         Args:
-          pixel_params: logits [B, C, 256] at the pixel.
-          pixel: current values [B, C] (float, 0..255).
+          pixel_params: logits [B, C, L] at the pixel.
+          pixel: current values [B, C] (float, 0..L-1).
           channel: int scalar, the channel drawn.
           temperature: float scalar > 0, divides the logits.
-          noise: this step's ``noise(uniform)``, [B, 256].
+          noise: this step's ``noise(uniform)``, [B, L].
 
         Returns:
           [B, C]: ``pixel`` with ``channel`` replaced by the draw (Gumbel-max).
@@ -291,20 +296,27 @@ def discretized_logistic_mixture_log_prob(logits, means, log_scales, images):
 HEADS = ("softmax", "logistic_mixture")
 
 
-def make_head(name, channels, num_mixtures):
+def make_head(name, channels, num_mixtures, num_categories=None):
     """The head called ``name`` (one of ``HEADS``).
 
     Args:
       name: "softmax" or "logistic_mixture".
       channels: C >= 1, the image channels.
       num_mixtures: K >= 1, the mixture's components (unused by the softmax head).
+      num_categories: None for 8-bit intensities, else the categories of each
+        sub-position (softmax head only).
 
     Returns:
-      A ``SoftmaxHead`` or ``LogisticMixtureHead``; ValueError for an unknown name or a bad C or K.
+      A ``SoftmaxHead`` or ``LogisticMixtureHead``; ValueError for an unknown name or a bad argument.
     """
     if name == "softmax":
-        return SoftmaxHead(channels)
+        return SoftmaxHead(channels, PIXEL_LEVELS if num_categories is None else num_categories)
     if name == "logistic_mixture":
+        if num_categories is not None:
+            raise ValueError(
+                "num_categories: the logistic_mixture head models ordered 8-bit intensities; use head='softmax' "
+                f"for {num_categories} categories."
+            )
         return LogisticMixtureHead(channels, num_mixtures)
     raise ValueError(f"head: expected one of {HEADS}, got {name!r}.")
 

@@ -10,7 +10,8 @@ Both share everything but their trunk (``PixelCNNBase``):
   * get_config/from_config and ``.keras`` saving.
 
 Images are [B, H, W, C] integers in [0, 255] (uint8, or floats holding whole
-numbers); the network sees them rescaled to [-1, 1]. The condition is integer
+numbers); the network sees them rescaled to [-1, 1]. With ``num_categories=K``
+the inputs are integer codes in [0, K) instead, which the first layer embeds. The condition is integer
 class ids [B] (``num_classes``) or floats [B, D] (``condition_shape=(D,)``).
 """
 
@@ -29,6 +30,7 @@ from keras_pixelcnn.validation import (
     check_dilation_rates,
     check_image_shape,
     check_images,
+    check_int,
     check_multiple,
     check_odd_kernel_size,
     check_optional_positive_int,
@@ -48,6 +50,7 @@ def check_pixelcnn_arguments(
     condition_shape=None,
     spatial_condition=False,
     dropout=0.0,
+    num_categories=None,
 ):
     """Checks a PixelCNN model's arguments together (``PixelCNNBase`` and any binary building one).
 
@@ -61,7 +64,9 @@ def check_pixelcnn_arguments(
       the colour groups of the masks (C for the softmax head, 1 for the mixture head).
     """
     image_shape = check_image_shape(image_shape)
-    color_channels = mask_color_groups(make_head(head, image_shape[-1], num_mixtures))
+    if num_categories is not None:
+        num_categories = check_int(num_categories, "num_categories", 2)
+    color_channels = mask_color_groups(make_head(head, image_shape[-1], num_mixtures, num_categories))
     filters = check_multiple(
         filters,
         "filters",
@@ -89,6 +94,7 @@ def check_pixelcnn_arguments(
         condition_shape=check_condition_shape(condition_shape),
         spatial_condition=bool(spatial_condition),
         dropout=check_rate(dropout, "dropout"),
+        num_categories=num_categories,
         color_channels=color_channels,
     )
 
@@ -119,6 +125,11 @@ class PixelCNNBase(LikelihoodModel):
       spatial_condition: map the condition through the deconvolutional
         network m(h) and add it as a location-dependent bias (paper eq. 5).
       dropout: dropout rate inside each layer (training only).
+      num_categories: None (default) for 8-bit images; K >= 2 for grids of
+        integer codes in [0, K) (e.g. a VQ-VAE's): the first layer embeds each
+        code (a learned ``filters``-wide embedding, not a rescaled intensity),
+        the softmax head has K outputs per sub-position and samples are int32.
+        The mixture head refuses it.
 
     The arguments are checked by ``check_pixelcnn_arguments``.
     """
@@ -135,6 +146,7 @@ class PixelCNNBase(LikelihoodModel):
         condition_shape=None,
         spatial_condition=False,
         dropout=0.0,
+        num_categories=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -149,9 +161,11 @@ class PixelCNNBase(LikelihoodModel):
             condition_shape,
             spatial_condition,
             dropout,
+            num_categories,
         )
         self.image_shape = arguments["image_shape"]
-        self.head = make_head(head, self.image_shape[-1], arguments["num_mixtures"])
+        self.num_categories = arguments["num_categories"]
+        self.head = make_head(head, self.image_shape[-1], arguments["num_mixtures"], self.num_categories)
         self.color_channels = arguments["color_channels"]
         self.num_layers = arguments["num_layers"]
         self.filters = arguments["filters"]
@@ -162,6 +176,11 @@ class PixelCNNBase(LikelihoodModel):
         self.spatial_condition = arguments["spatial_condition"]
         self.dropout = arguments["dropout"]
         self.conditioned = self.num_classes is not None or self.condition_shape is not None
+        self.input_embedding = (
+            keras.layers.Embedding(self.num_categories, self.filters, name="input_embedding", dtype=self.dtype_policy)
+            if self.num_categories is not None
+            else None
+        )
 
         self.condition_network = (
             ConditionNetwork(
@@ -228,7 +247,7 @@ class PixelCNNBase(LikelihoodModel):
 
     def _check_inputs(self, images, condition, name="inputs"):
         """Raises ValueError unless images [B, H, W, C] and condition fit this model (messages name each)."""
-        check_images(images, self.image_shape)
+        check_images(images, self.image_shape, name="images", num_categories=self.num_categories)
         check_condition(
             condition,
             self.num_classes,
@@ -240,9 +259,27 @@ class PixelCNNBase(LikelihoodModel):
         """Images [B, H, W, C] or (images, condition) -> the head's parameters (see the module docstring)."""
         images, condition = split_inputs(inputs)
         self._check_inputs(images, condition)
-        x = ops.cast(images, self.compute_dtype) / 127.5 - 1.0
         h = self.condition_network(condition) if self.conditioned else None
-        return self.head_params(self._trunk(x, h, training))
+        return self.head_params(self._trunk(self.embed_inputs(images), h, training))
+
+    @property
+    def sample_dtype(self):
+        """What ``sample`` returns: uint8 images, or int32 codes with ``num_categories``."""
+        return "uint8" if self.num_categories is None else "int32"
+
+    def embed_inputs(self, values):
+        """The first layer's input from raw values [..., C]: intensities in [-1, 1], or code embeddings [..., E C].
+
+        A code's E = ``filters`` embedding features are interleaved by channel (feature e C + c
+        belongs to channel c), the colour masks' grouping.
+        """
+        if self.input_embedding is None:
+            return ops.cast(values, self.compute_dtype) / 127.5 - 1.0
+        embedded = self.input_embedding(ops.cast(values, "int32"))  # [..., C, E]
+        shape = ops.shape(embedded)
+        rank = len(embedded.shape)
+        embedded = ops.transpose(embedded, tuple(range(rank - 2)) + (rank - 1, rank - 2))  # [..., E, C]
+        return ops.reshape(embedded, tuple(shape[:-2]) + (shape[-1] * shape[-2],))
 
     def head_params(self, features):
         """Trunk features [B, h, w, filters] -> the head's parameters at those pixels."""
@@ -296,7 +333,7 @@ class PixelCNNBase(LikelihoodModel):
             graph, op by op; JAX: the loops run uncompiled around compiled ops).
 
         Returns:
-          uint8 tensor [B, H, W, C].
+          uint8 tensor [B, H, W, C] (int32 codes with ``num_categories``).
         """
         from keras_pixelcnn.noise import normalize_seed
         from keras_pixelcnn.sampling import resolve_jit_compile, sampling_function
@@ -351,6 +388,7 @@ class PixelCNNBase(LikelihoodModel):
             "condition_shape": self.condition_shape,
             "spatial_condition": self.spatial_condition,
             "dropout": self.dropout,
+            "num_categories": self.num_categories,
         }
 
     @classmethod

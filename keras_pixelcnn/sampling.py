@@ -36,7 +36,7 @@ def sample_naive(model, batch_size, condition, temperature, seed):
       seed: int64 [2] stateless seed, or its uint32 [4] ``seed_words``.
 
     Returns:
-      uint8 [B, H, W, C].
+      [B, H, W, C] of ``model.sample_dtype`` (uint8 images, or int32 codes).
     """
     height, width, channels = model.image_shape
     head = model.head
@@ -56,7 +56,7 @@ def sample_naive(model, batch_size, condition, temperature, seed):
         return ops.where(at_pixel, new_pixel[:, None, None, :], images)
 
     images = ops.zeros((batch_size, height, width, channels), "float32")
-    return ops.cast(ops.fori_loop(0, height * width * steps_per_pixel, step, images), "uint8")
+    return ops.cast(ops.fori_loop(0, height * width * steps_per_pixel, step, images), model.sample_dtype)
 
 
 def sample_cached(model, batch_size, condition, temperature, seed):

@@ -182,8 +182,8 @@ def static_shape(x):
     return tuple(shape) if shape is not None else np.shape(x)
 
 
-def check_images(images, image_shape, name="images"):
-    """Checks images [B, H, W, C] with integer values in [0, 255]."""
+def check_images(images, image_shape, name="images", num_categories=None):
+    """Checks images [B, H, W, C] with integer values in [0, 255], or codes in [0, num_categories)."""
     shape = static_shape(images)
     expected = "[batch, " + ", ".join(str(d) for d in image_shape) + "]"
     if len(shape) != 4:
@@ -195,6 +195,8 @@ def check_images(images, image_shape, name="images"):
     values = concrete_value(images)
     if values is None or values.size == 0:
         return
+    if num_categories is not None:
+        return _check_codes(values, num_categories, name)
     if not np.issubdtype(values.dtype, np.integer) and not np.issubdtype(values.dtype, np.floating):
         raise ValueError(f"{name}: expected integer or float pixel values, got dtype {values.dtype}.")
     if np.issubdtype(values.dtype, np.floating):
@@ -208,6 +210,15 @@ def check_images(images, image_shape, name="images"):
     low, high = values.min(), values.max()
     if low < 0 or high > 255:
         raise ValueError(f"{name}: expected pixel values in [0, 255], got values in [{low}, {high}].")
+
+
+def _check_codes(values, num_categories, name):
+    """Integer codes in [0, num_categories) (a K-category model's inputs)."""
+    if not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"{name}: expected integer codes in [0, {num_categories}), got dtype {values.dtype}.")
+    low, high = values.min(), values.max()
+    if low < 0 or high >= num_categories:
+        raise ValueError(f"{name}: expected codes in [0, {num_categories}), got values in [{low}, {high}].")
 
 
 def check_condition(condition, num_classes, condition_shape, batch_size=None, name="condition"):

@@ -16,6 +16,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE_MODULES = (
     "test_api.py",
     "test_autoencoder.py",
+    "test_categories.py",
     "test_causality.py",
     "test_conditioning.py",
     "test_fast_sampling.py",
@@ -52,16 +53,19 @@ def dependency_matrix(model, condition=None, num_bases=3):
     """D[k, m]: largest change of output unit m when input sub-pixel k changes.
 
     Output units are sub-pixels for the softmax head and pixels for the mixture head.
+    Inputs are 8-bit pixels, or codes in [0, K) for a model with ``num_categories=K``.
     """
     height, width, channels = model.image_shape
+    levels = getattr(model, "num_categories", None) or 256
     n = height * width * channels
     deps = 0.0
     for seed in range(num_bases):
-        batch = np.repeat(random_images((1, height, width, channels), seed=seed), n + 1, axis=0).astype(np.int64)
+        base = np.random.default_rng(seed).integers(0, levels, (1, height, width, channels))
+        batch = np.repeat(base, n + 1, axis=0).astype(np.int64)
         for k in range(n):
             i, j, c = np.unravel_index(k, (height, width, channels))
-            batch[k + 1, i, j, c] = (batch[k + 1, i, j, c] + 128) % 256
-        batch = batch.astype(np.uint8)
+            batch[k + 1, i, j, c] = (batch[k + 1, i, j, c] + levels // 2) % levels
+        batch = batch.astype(np.uint8 if levels == 256 else np.int32)
         inputs = batch if condition is None else (batch, np.repeat(condition, n + 1, axis=0))
         out = np.asarray(model(inputs))
         units = n if model.head.name == "softmax" else height * width

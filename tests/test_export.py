@@ -193,6 +193,23 @@ def test_a_tiny_export_serves_what_the_python_api_computes(tmp_path):
         call_signature(loaded, "serving_default", dict(class_ids=[2], seed=seed, temperature=np.float32(1.0)))
 
 
+def test_a_code_model_exports_int32_codes_and_refuses_out_of_range_ones(tmp_path):
+    """A K-category prior (num_categories): int32 codes in and out, codes outside [0, K) are INVALID_ARGUMENT."""
+    model = kp.ConditionalPixelCNN((3, 4, 1), num_layers=2, filters=4, kernel_size=3, num_classes=2, num_categories=300)
+    randomize_weights(model, scale=0.3)
+    loaded = tf.saved_model.load(export_saved_model(model, tmp_path / "prior"))
+    class_ids, seed = np.array([1, 0], np.int32), np.array([3, 4], np.int64)
+    outputs = call_signature(loaded, "serving_default", dict(class_ids=class_ids, seed=seed, temperature=np.float32(1)))
+    np.testing.assert_array_equal(outputs["images"], model.sample(condition=class_ids, seed=seed, jit_compile=False))
+    assert outputs["images"].dtype == np.int32 and outputs["images"].max() > 255  # codes beyond 8 bits survive
+    scores = call_signature(loaded, "log_prob", dict(images=outputs["images"], class_ids=class_ids))
+    np.testing.assert_allclose(scores["log_prob"], model.log_prob(outputs["images"], class_ids), rtol=1e-5)
+    for bad in (300, -1):
+        codes = np.full((1, 3, 4, 1), bad, np.int32)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"images: expected codes in \[0, 300\)"):
+            call_signature(loaded, "log_prob", dict(images=codes, class_ids=np.array([0], np.int32)))
+
+
 @pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_fresh_process_load_matches_python_api(exported, tmp_path):
     spec = {}

@@ -92,3 +92,14 @@ def test_the_library_imports_neither_trainers_nor_export(outside):
         if module.split(".")[0] == LIBRARY
     }
     assert not {module: names for module, names in offenders.items() if names}
+
+
+def test_the_two_constants_copied_above_the_library_equal_its_own():
+    """trainers.config and export.export define their flags before Keras is imported (the binaries
+    start TensorFlow quietly, binary.py), so they copy two of the library's constants: pinned here."""
+    from export import export
+    from keras_pixelcnn import export_lib, heads
+    from trainers import config
+
+    assert config.HEADS == heads.HEADS
+    assert export.DEFAULT_MAX_BATCH_SIZE == export_lib.DEFAULT_MAX_BATCH_SIZE
