@@ -26,6 +26,7 @@ CORE_MODULES = (
     "test_model_api.py",
     "test_sampling.py",
     "test_validation.py",
+    "test_vqvae.py",
     "test_xla_sampling.py",
 )
 

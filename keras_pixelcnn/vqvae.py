@@ -1,0 +1,224 @@
+"""A VQ-VAE (van den Oord et al. 2017, "Neural Discrete Representation Learning"): images <-> grids of codes.
+
+The encoder maps images [B, H, W, C] to vectors z_e [B, h, w, D] (h = H / 2^n for
+n stride-2 stages); the quantiser replaces each by its nearest codebook entry
+e_k, so an image becomes a grid of codes k in [0, K); the decoder maps the
+quantised vectors back to images. A ConditionalPixelCNN with ``num_categories=K``
+is the prior over the grids.
+
+Training (paper eq. 3, with the appendix's EMA codebook):
+  loss = ||x - decode(z_q)||^2 + beta ||z_e - sg(z_q)||^2
+with the straight-through gradient z_q -> z_e, and the codebook updated not by
+gradients but as exponential moving averages of the vectors assigned to each
+code (decay gamma). A code unused for long (its EMA count below
+``restart_below``) is restarted at a random encoder output of the batch, so the
+whole codebook stays in use. Codes used in a batch move toward their vectors;
+unused ones do not move unless restarted.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_pixelcnn.model import deserialized_config
+from keras_pixelcnn.validation import check_image_shape, check_images, check_int, check_positive_int, check_rate
+
+
+@keras.saving.register_keras_serializable(package="keras_pixelcnn")
+class VectorQuantizer(keras.layers.Layer):
+    """Nearest-codebook quantisation with straight-through gradients and an EMA codebook.
+
+    Args:
+      num_embeddings: K, the codes.
+      embedding_dim: D, the vectors' size.
+      commitment_cost: beta of the commitment loss (added to ``losses`` in every call).
+      decay: gamma of the codebook's moving averages, in [0, 1).
+      restart_below: a code whose EMA count falls below this is restarted (training only); 0 never.
+      epsilon: Laplace smoothing of the counts.
+
+    Call:
+      ``quantizer(z_e, training=None)`` with z_e [..., D] -> (z_q [..., D] with the
+      straight-through gradient, codes int32 [...]).
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, commitment_cost=0.25, decay=0.99, restart_below=0.01,
+                 epsilon=1e-5, seed=None, **kwargs):  # fmt: skip
+        super().__init__(**kwargs)
+        self.num_embeddings = check_int(num_embeddings, "num_embeddings", 2)
+        self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
+        self.commitment_cost = float(commitment_cost)
+        self.decay = check_rate(decay, "decay")
+        self.restart_below, self.epsilon, self.seed = float(restart_below), float(epsilon), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        shape = (self.num_embeddings, self.embedding_dim)
+        self.codebook = self.add_weight(name="codebook", shape=shape, initializer="glorot_uniform", trainable=False)
+        self.ema_count = self.add_weight(name="ema_count", shape=shape[:1], initializer="zeros", trainable=False)
+        self.ema_sum = self.add_weight(name="ema_sum", shape=shape, initializer="zeros", trainable=False)
+
+    def codes(self, z_e):
+        """The nearest code of each vector: [..., D] -> int32 [...]."""
+        flat = ops.reshape(ops.cast(z_e, "float32"), (-1, self.embedding_dim))
+        codebook = self.codebook.value
+        distances = (
+            ops.sum(flat**2, axis=1, keepdims=True) - 2.0 * ops.matmul(flat, ops.transpose(codebook))
+            + ops.sum(codebook**2, axis=1)[None, :]
+        )  # fmt: skip
+        return ops.reshape(ops.cast(ops.argmin(distances, axis=1), "int32"), ops.shape(z_e)[:-1])
+
+    def lookup(self, codes):
+        """Codes int [...] -> their codebook vectors [..., D]."""
+        return ops.take(self.codebook.value, ops.cast(codes, "int32"), axis=0)
+
+    def call(self, z_e, training=None):
+        codes = self.codes(z_e)
+        if training:
+            self._update_codebook(ops.reshape(ops.cast(z_e, "float32"), (-1, self.embedding_dim)), codes)
+        z_q = ops.cast(self.lookup(codes), z_e.dtype)
+        self.add_loss(self.commitment_cost * ops.mean((z_e - ops.stop_gradient(z_q)) ** 2))
+        return z_e + ops.stop_gradient(z_q - z_e), codes
+
+    def _update_codebook(self, flat, codes):
+        """EMA step (paper appendix A.1) for the codes used in this batch; restarts of long-unused codes."""
+        one_hot = ops.one_hot(ops.reshape(codes, (-1,)), self.num_embeddings, dtype="float32")  # [N, K]
+        counts = ops.sum(one_hot, axis=0)
+        gamma = self.decay
+        ema_count = gamma * self.ema_count.value + (1.0 - gamma) * counts
+        ema_sum = gamma * self.ema_sum.value + (1.0 - gamma) * ops.matmul(ops.transpose(one_hot), flat)
+        total = ops.sum(ema_count)
+        smoothed = (ema_count + self.epsilon) / (total + self.num_embeddings * self.epsilon) * total
+        used = (counts > 0)[:, None]
+        codebook = ops.where(used, ema_sum / smoothed[:, None], self.codebook.value)
+        if self.restart_below > 0:  # long-unused codes restart at random vectors of this batch
+            dead = ema_count < self.restart_below
+            picks = keras.random.randint((self.num_embeddings,), 0, ops.shape(flat)[0], seed=self.seed_generator)
+            fresh = ops.take(flat, picks, axis=0)
+            codebook = ops.where(dead[:, None], fresh, codebook)
+            ema_sum = ops.where(dead[:, None], fresh, ema_sum)
+            ema_count = ops.where(dead, 1.0, ema_count)
+        self.ema_count.assign(ema_count)
+        self.ema_sum.assign(ema_sum)
+        self.codebook.assign(codebook)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_embeddings": self.num_embeddings,
+            "embedding_dim": self.embedding_dim,
+            "commitment_cost": self.commitment_cost,
+            "decay": self.decay,
+            "restart_below": self.restart_below,
+            "epsilon": self.epsilon,
+            "seed": self.seed,
+        }
+
+
+def _encoder(image_shape, embedding_dim, filters, stages, dtype):
+    inputs = keras.Input(image_shape)
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, dtype=dtype)(inputs)
+    for _ in range(stages):
+        x = keras.layers.Conv2D(filters, 4, strides=2, padding="same", activation="relu", dtype=dtype)(x)
+    x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", dtype=dtype)(x)
+    outputs = keras.layers.Conv2D(embedding_dim, 1, dtype=dtype)(x)
+    return keras.Model(inputs, outputs, name="encoder")
+
+
+def _decoder(latent_shape, channels, filters, stages, dtype):
+    inputs = keras.Input(latent_shape)
+    x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", dtype=dtype)(inputs)
+    for _ in range(stages):
+        x = keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", activation="relu", dtype=dtype)(x)
+    outputs = keras.layers.Conv2D(channels, 3, padding="same", dtype=dtype)(x)  # images in [-1, 1]
+    return keras.Model(inputs, outputs, name="decoder")
+
+
+@keras.saving.register_keras_serializable(package="keras_pixelcnn")
+class VQVAE(keras.Model):
+    """A VQ-VAE: ``encode`` images to code grids, ``decode`` code grids to images, ``fit(images)``.
+
+    Args:
+      image_shape: (H, W, C); H and W divisible by 2^downsample.
+      num_embeddings: K codes.
+      embedding_dim: D.
+      filters: the convolutions' width.
+      downsample: n stride-2 stages: codes [B, H / 2^n, W / 2^n, 1] (28x28 -> 7x7 for n = 2).
+      commitment_cost, decay, restart_below: the quantiser's (``VectorQuantizer``).
+
+    The loss is the mean squared error of the decoded images in [-1, 1] (a
+    Gaussian decoder, as in the paper's experiments) plus the commitment loss.
+    ``model(images)`` returns the reconstruction in [-1, 1] [B, H, W, C].
+    """
+
+    def __init__(self, image_shape, num_embeddings=64, embedding_dim=16, filters=64, downsample=2,
+                 commitment_cost=0.25, decay=0.99, restart_below=0.01, seed=None, **kwargs):  # fmt: skip
+        super().__init__(**kwargs)
+        self.image_shape = check_image_shape(image_shape)
+        self.downsample = check_int(downsample, "downsample", 0)
+        factor = 2**self.downsample
+        if self.image_shape[0] % factor or self.image_shape[1] % factor:
+            raise ValueError(
+                f"image_shape: height and width must be divisible by 2^downsample={factor}, got {self.image_shape}."
+            )
+        self.num_embeddings = check_int(num_embeddings, "num_embeddings", 2)
+        self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
+        self.filters = check_positive_int(filters, "filters")
+        self.code_shape = (self.image_shape[0] // factor, self.image_shape[1] // factor, 1)
+        self.encoder = _encoder(self.image_shape, self.embedding_dim, self.filters, self.downsample, self.dtype_policy)
+        self.quantizer = VectorQuantizer(
+            self.num_embeddings, self.embedding_dim, commitment_cost, decay, restart_below, seed=seed,
+            name="quantizer", dtype=self.dtype_policy,
+        )  # fmt: skip
+        self.quantizer.build(self.code_shape[:2] + (self.embedding_dim,))
+        self.decoder = _decoder(self.code_shape[:2] + (self.embedding_dim,), self.image_shape[-1], self.filters,
+                                self.downsample, self.dtype_policy)  # fmt: skip
+
+    def call(self, images, training=None):
+        z_q, _ = self.quantizer(self.encoder(images, training=training), training=training)
+        return self.decoder(z_q, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        target = ops.cast(x, y_pred.dtype) / 127.5 - 1.0
+        loss = ops.mean((y_pred - target) ** 2)
+        return sum(self.losses, loss)  # the commitment loss
+
+    def encode(self, images):
+        """uint8 images [B, H, W, C] -> int32 codes [B, h, w, 1], what the prior takes."""
+        check_images(images, self.image_shape)
+        return self.quantizer.codes(self.encoder(images, training=False))[..., None]
+
+    def decode(self, codes):
+        """Integer codes [B, h, w, 1] in [0, K) -> uint8 images [B, H, W, C] (rounded, clipped)."""
+        check_images(codes, self.code_shape, name="codes", num_categories=self.num_embeddings)
+        decoded = self.decoder(self.quantizer.lookup(codes[..., 0]), training=False)
+        return ops.cast(ops.clip(ops.round((ops.cast(decoded, "float32") + 1.0) * 127.5), 0, 255), "uint8")
+
+    def codebook_usage(self, images):
+        """{"perplexity": exp(entropy) of the codes' frequencies over ``images``, "used": share of the K codes}."""
+        counts = np.bincount(np.asarray(self.encode(images)).reshape(-1), minlength=self.num_embeddings)
+        p = counts / counts.sum()
+        entropy = -np.sum(p[p > 0] * np.log(p[p > 0]))
+        return {"perplexity": float(math.exp(entropy)), "used": float(np.mean(counts > 0))}
+
+    def get_config(self):
+        quantizer = self.quantizer
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "image_shape": self.image_shape,
+            "num_embeddings": self.num_embeddings,
+            "embedding_dim": self.embedding_dim,
+            "filters": self.filters,
+            "downsample": self.downsample,
+            "commitment_cost": quantizer.commitment_cost,
+            "decay": quantizer.decay,
+            "restart_below": quantizer.restart_below,
+            "seed": quantizer.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**deserialized_config(config))
