@@ -173,3 +173,19 @@ def test_sample_images_file_takes_npy_and_npz(tmp_path):
         sample.read_image_file(str(tmp_path / "float.npy"), (4, 4, 1))
     with pytest.raises(ValueError, match=r"images: expected images \[N, 5, 5, 1\]"):
         sample.read_image_file(str(tmp_path / "a.npy"), (5, 5, 1))
+
+
+def test_npz_codes_open_as_int32_grids_with_num_categories(tmp_path):
+    path = tmp_path / "codes.npz"
+    np.savez(path, images=np.arange(60).reshape(10, 2, 3) % 7, labels=np.arange(10) % 2)
+    opened = data.open_dataset(f"npz:{path}", num_categories=7)
+    codes, labels = next(iter(opened.split("train").batch(100)))
+    assert opened.image_shape == (2, 3, 1) and codes.dtype == tf.int32 and int(tf.reduce_max(codes)) == 6
+    assert opened.num_classes == 2 and labels.dtype == tf.int32
+    with pytest.raises(ValueError, match=r"expected codes in \[0, num_categories=5\), got values from 0 to 6"):
+        data.open_dataset(f"npz:{path}", num_categories=5)
+    np.savez(path, images=np.zeros((4, 2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"'images': expected integer codes for num_categories=7, got float32"):
+        data.open_dataset(f"npz:{path}", num_categories=7)
+    with pytest.raises(ValueError, match=r"num_categories: only used with npz:PATH data of integer codes"):
+        data.open_dataset("digits", num_categories=7)

@@ -430,3 +430,42 @@ def test_a_default_flag_run_trains_on_own_data_of_any_channels(tmp_path, channel
         json.dump(recorded, handle)
     assert train_lib.resolved_filters(TrainConfig(), (4, 4, channels), model_dir) == filters + channels
     assert train_lib.resolved_filters(TrainConfig(filters=8), (4, 4, channels), model_dir) == 8
+
+
+@pytest.mark.large  # large: a trainer run, evaluation, sampling and an export of a code prior
+def test_a_prior_trains_on_npz_codes_and_evaluates_samples_and_exports(tmp_path):
+    """--dataset=npz: of integer codes with --num_categories: a prior over any tokenizer's grids."""
+    from conftest import TINY, run_main
+
+    from export.export import export_from_model_dir
+    from trainers import train
+
+    k, rng = 20, np.random.default_rng(0)
+    labels = np.arange(120) % 2
+    codes = np.where(labels[:, None, None] == 0, 3, 15) + rng.integers(0, 3, (120, 5, 6))  # a class's band of codes
+    path = str(tmp_path / "codes.npz")
+    np.savez(path, images=codes, labels=labels)
+    model_dir = str(tmp_path / "prior")
+    flags = [f"--dataset=npz:{path}", f"--num_categories={k}", "--train_steps=40", "--eval_every=20",
+             "--samples_per_class=2", "--learning_rate=0.01"]  # fmt: skip
+    run_main(train, [f"--model_dir={model_dir}", *TINY, *flags])
+    metrics = read_json(os.path.join(model_dir, "metrics.json"))
+    assert metrics["initial_test_bits_per_dim"] == pytest.approx(np.log2(k), rel=1e-4)  # uniform over the K codes
+    assert metrics["test_bits_per_dim"] < 0.6 * np.log2(k), metrics  # it learns the bands
+    assert os.path.exists(os.path.join(model_dir, "samples", "step_00000040.png"))
+    assert evaluate.evaluate(model_dir)["bits_per_dim"] == pytest.approx(metrics["test_bits_per_dim"], rel=1e-4)
+    _, samples = sample.sample(model_dir, class_ids=[0, 1], num=3, out=str(tmp_path / "s.png"))
+    assert samples.shape == (2, 3, 5, 6, 1) and samples.dtype == np.int32 and samples.max() < k
+    assert samples[0].mean() < 10 < samples[1].mean()  # each class draws from its band
+    loaded = tf.saved_model.load(export_from_model_dir(model_dir, str(tmp_path / "export")))
+    served = loaded.signatures["serving_default"](
+        class_ids=tf.constant([0, 1], tf.int32), seed=tf.constant([1, 2], tf.int64), temperature=tf.constant(1.0)
+    )["images"]
+    assert served.dtype == tf.int32 and served.shape == (2, 5, 6, 1)
+    with pytest.raises(ValueError, match=r"expected codes in \[0, num_categories=20\), got values from 20 to 20"):
+        np.savez(path, images=np.full((10, 5, 6), 20), labels=np.arange(10) % 2)
+        train_lib.train_and_evaluate(TrainConfig(dataset=f"npz:{path}", num_categories=k), str(tmp_path / "bad"))
+    with pytest.raises(ValueError, match=r"num_categories: only used with npz:PATH data of integer codes"):
+        train_lib.train_and_evaluate(TrainConfig(num_categories=k), str(tmp_path / "bad"))
+    with pytest.raises(ValueError, match=r"num_categories: code grids train with conditioning=none or class"):
+        TrainConfig(num_categories=k, conditioning="autoencoder").validate()

@@ -11,6 +11,7 @@ from trainers.loop import WeightAverage, read_scalar
 # TrainConfig fields that shape the checkpoint's variables.
 _CHECKPOINT_FIELDS = (
     "conditioning", "bottleneck_dim", "spatial_condition", "filters", "head", "num_mixtures", "ema_decay",
+    "num_categories",
 )  # fmt: skip  (num_layers and kernel_size: train_lib.resolved_trunk)
 
 

@@ -39,6 +39,7 @@ class TrainConfig:
         or ``folder:PATH`` (see trainers/data.py).
       data_dir: tfds data directory (None: tfds's default).
       num_classes: classes of an npz/folder data set (None: max label + 1).
+      num_categories: K for npz data of integer codes in [0, K) (None: 8-bit images).
 
     Model:
       conditioning: none | class | autoencoder | embedding.
@@ -91,6 +92,11 @@ class TrainConfig:
     )
     data_dir: Optional[str] = _setting(None, "tfds data directory (default: tfds's own, ~/tensorflow_datasets).")
     num_classes: Optional[int] = _setting(None, "npz:/folder: data: the number of classes (default: max label + 1).")
+    num_categories: Optional[int] = _setting(
+        None,
+        "Model grids of integer codes in [0, K) instead of 8-bit images (npz:PATH data whose 'images' are codes, "
+        "e.g. a VQ-VAE's or another tokenizer's; the softmax head).",
+    )
     conditioning: str = _setting(
         "class",
         "What the model is conditioned on: nothing, the class label, its own code h = encoder(x) (a PixelCNN "
@@ -182,6 +188,12 @@ class TrainConfig:
             _check_int(self, name, minimum=0)
         if self.num_classes is not None:
             _check_int(self, "num_classes", minimum=1)
+        if self.num_categories is not None:
+            _check_int(self, "num_categories", minimum=2)
+            if self.conditioning not in ("none", "class"):
+                raise ValueError(
+                    f"num_categories: code grids train with conditioning=none or class, got {self.conditioning}."
+                )
         if self.kernel_size is not None and (
             not is_int(self.kernel_size) or self.kernel_size < 3 or self.kernel_size % 2 == 0
         ):
@@ -274,7 +286,7 @@ def resolve_filters(config, image_shape):
         return config.filters
     from keras_pixelcnn.heads import make_head, mask_color_groups
 
-    groups = mask_color_groups(make_head(config.head, image_shape[-1], config.num_mixtures))
+    groups = mask_color_groups(make_head(config.head, image_shape[-1], config.num_mixtures, config.num_categories))
     return -(-DEFAULT_FILTERS // groups) * groups
 
 

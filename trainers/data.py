@@ -112,13 +112,14 @@ def absolute_dataset(name):
     return name
 
 
-def open_dataset(name, data_dir=None, num_classes=None):
+def open_dataset(name, data_dir=None, num_classes=None, num_categories=None):
     """Opens the data set ``name`` (see the module docstring).
 
     Args:
       name: ``digits``, a tfds name, ``npz:PATH`` or ``folder:PATH``.
       data_dir: tfds data directory (None: tfds's default).
       num_classes: npz / folder data: the number of classes (None: max label + 1).
+      num_categories: npz data: its 'images' are integer codes in [0, num_categories) (int32 pairs).
 
     Returns:
       An ImageData.
@@ -133,6 +134,8 @@ def open_dataset(name, data_dir=None, num_classes=None):
     check_dataset_name(name)
     if num_classes is not None and not name.startswith(("npz:", "folder:")):
         raise ValueError(f"num_classes: only used with npz:PATH or folder:PATH data sets, got dataset={name}.")
+    if num_categories is not None and not name.startswith("npz:"):
+        raise ValueError(f"num_categories: only used with npz:PATH data of integer codes, got dataset={name}.")
     if name == "digits":
         digits = _require("sklearn.datasets", "scikit-learn").load_digits()  # ships its data: no network
         images = np.round(digits.images * 255.0 / 16.0).astype(np.uint8)[..., None]
@@ -140,7 +143,7 @@ def open_dataset(name, data_dir=None, num_classes=None):
         train, test = slice(0, DIGITS_TRAIN_SIZE), slice(DIGITS_TRAIN_SIZE, None)
         return _in_memory(name, (images[train], labels[train]), (images[test], labels[test]), 10)
     if name.startswith("npz:"):
-        return _npz(name, num_classes)
+        return _npz(name, num_classes, num_categories)
     if name.startswith("folder:"):
         return _folder(name, num_classes)
     return _tfds_data(name, data_dir)
@@ -206,6 +209,23 @@ def check_images(images, source):
     return images.astype(np.uint8)
 
 
+def check_codes(codes, source, num_categories):
+    """Integer codes [N, h, w(, C)] in [0, num_categories) -> int32 [N, h, w, C]; ValueError naming ``source``."""
+    codes = np.asarray(codes)
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"{source}: expected integer codes for num_categories={num_categories}, got {codes.dtype}.")
+    if codes.ndim == 3:
+        codes = codes[..., None]
+    if codes.ndim != 4 or codes.shape[0] == 0:
+        raise ValueError(f"{source}: expected codes [N, h, w, C] or [N, h, w] with N >= 1, got shape {codes.shape}.")
+    low, high = codes.min(), codes.max()
+    if low < 0 or high >= num_categories:
+        raise ValueError(
+            f"{source}: expected codes in [0, num_categories={num_categories}), got values from {low} to {high}."
+        )
+    return codes.astype(np.int32)
+
+
 def _check_labels(labels, count, source):
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
@@ -249,7 +269,7 @@ def _arrays_data(name, source, train, test, num_classes):
     return _in_memory(name, (train_images, train_labels), (test_images, test_labels), num_classes)
 
 
-def _npz(name, num_classes):
+def _npz(name, num_classes, num_categories=None):
     path = name[len("npz:") :]
     try:
         with tf.io.gfile.GFile(path, "rb") as handle, np.load(handle) as archive:
@@ -264,7 +284,11 @@ def _npz(name, num_classes):
             if prefix + "labels" in arrays:
                 raise ValueError(f"dataset={name}: {path} has '{prefix}labels' but no '{prefix}images'.")
             continue
-        images = check_images(arrays[prefix + "images"], f"dataset={name}: {path} '{prefix}images'")
+        source = f"dataset={name}: {path} '{prefix}images'"
+        if num_categories is None:
+            images = check_images(arrays[prefix + "images"], source)
+        else:
+            images = check_codes(arrays[prefix + "images"], source, num_categories)
         labels = arrays.get(prefix + "labels")
         if labels is not None:
             labels = _check_labels(labels, len(images), f"dataset={name}: {path} '{prefix}labels'")

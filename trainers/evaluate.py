@@ -38,7 +38,7 @@ def run_dataset(model_dir, dataset=None, data_dir=None):
 
     config = run_config(model_dir)
     if dataset is None:
-        return open_dataset(config.dataset, data_dir or config.data_dir, config.num_classes)
+        return open_dataset(config.dataset, data_dir or config.data_dir, config.num_classes, config.num_categories)
     return open_dataset(dataset, data_dir)
 
 

@@ -101,7 +101,7 @@ class Evaluation:
     def write_samples(self, model):
         """A sample grid: one row per class (or one row), or inputs and reconstructions for auto-encoders."""
         from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
-        from trainers.grids import image_grid, reconstruction_grid
+        from trainers.grids import as_grey, image_grid, reconstruction_grid
 
         height, width, channels = self.data.image_shape
         scale = 4 if height < 16 else 1
@@ -118,7 +118,8 @@ class Evaluation:
             samples = model.sample(condition=np.repeat(np.arange(rows), per_row), seed=seed)
         else:
             samples = model.sample(num_samples=per_row, seed=seed)
-        grid = image_grid(np.asarray(samples).reshape(rows, per_row, height, width, channels), scale=scale)
+        cells = as_grey(samples, getattr(model, "num_categories", None)).reshape(rows, per_row, height, width, channels)
+        grid = image_grid(cells, scale=scale)
         self._write_grid(grid, "samples_one_row_per_class")
 
     def _write_grid(self, grid, summary_name):

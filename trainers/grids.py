@@ -25,6 +25,14 @@ def image_grid(images, border=1, scale=1):
     return grid
 
 
+def as_grey(values, num_categories=None):
+    """uint8 images pass through (``num_categories`` None); codes in [0, K) become grey levels 0..255 for a PNG."""
+    values = np.asarray(values)
+    if num_categories is None:
+        return values
+    return np.round(values * (255.0 / (num_categories - 1))).astype(np.uint8)
+
+
 def reconstruction_cells(inputs, reconstructions):
     """Cells [N, n + 2, H, W, C] of a reconstruction grid: the input, a blank (white) cell, its n reconstructions.
 

@@ -179,7 +179,7 @@ def sample(model_dir, mode="classes", *, class_ids=None, image_ids=None, images=
       dataset, data_dir: the data ``image_ids`` index into (default: the training run's, from run_config.json).
       checkpoint: None (model.keras, else the latest checkpoint), or a checkpoint prefix or name.
       out: the PNG path (default: <model_dir>/samples/<mode>.png).
-      out_npy: also write the samples here, uint8 [rows, num, H, W, C].
+      out_npy: also write the samples here, uint8 [rows, num, H, W, C] (int32 codes for a code prior).
       scale: pixel enlargement (0: 4 for images under 16 pixels, else 1).
 
     Returns:
@@ -188,7 +188,7 @@ def sample(model_dir, mode="classes", *, class_ids=None, image_ids=None, images=
     Raises:
       ValueError, FileNotFoundError: bad arguments; the message starts with the argument's name.
     """
-    from trainers.grids import image_grid, write_png
+    from trainers.grids import as_grey, image_grid, write_png
     from trainers.model_dir import atomic_write
 
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
@@ -204,7 +204,7 @@ def sample(model_dir, mode="classes", *, class_ids=None, image_ids=None, images=
 
         tf.io.gfile.makedirs(os.path.join(model_dir, "samples"))
         out = os.path.join(model_dir, "samples", f"{mode}.png")
-    write_png(out, image_grid(cells, scale=scale))
+    write_png(out, image_grid(as_grey(cells, getattr(model, "num_categories", None)), scale=scale))
     if out_npy:
         buffer = io.BytesIO()
         np.save(buffer, samples)

@@ -90,6 +90,8 @@ def build_model(config, image_shape, num_classes, trunk=None, filters=None):
         trunk._asdict(), filters=filters, head=config.head, num_mixtures=config.num_mixtures,
         dropout=config.dropout, spatial_condition=config.spatial_condition,
     )  # fmt: skip
+    if config.num_categories is not None:  # a prior over code grids (conditioning none or class)
+        decoder_options["num_categories"] = config.num_categories
     if config.conditioning == "autoencoder":
         return keras_pixelcnn.PixelCNNAutoEncoder(image_shape, config.bottleneck_dim, **decoder_options)
     if config.conditioning == "embedding":
@@ -151,7 +153,7 @@ def train_and_evaluate(config, model_dir, strategy=None, callbacks=None):
             f"batch_size: the global batch must split evenly over {strategy.num_replicas_in_sync} replicas, "
             f"got {config.batch_size}."
         )
-    data = data_lib.open_dataset(config.dataset, config.data_dir, config.num_classes)
+    data = data_lib.open_dataset(config.dataset, config.data_dir, config.num_classes, config.num_categories)
     if config.conditioning == "class" and data.num_classes is None:
         raise ValueError(f"conditioning=class: dataset={config.dataset} has no labels; use conditioning=none.")
     data.split("test")  # fail fast, before anything is built, when tfds's files are not there
