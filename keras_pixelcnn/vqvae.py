@@ -174,6 +174,12 @@ class VQVAE(keras.Model):
         self.quantizer.build(self.code_shape[:2] + (self.embedding_dim,))
         self.decoder = _decoder(self.code_shape[:2] + (self.embedding_dim,), self.image_shape[-1], self.filters,
                                 self.downsample, self.dtype_policy)  # fmt: skip
+        self.build()
+
+    def build(self, input_shape=None):
+        """Every weight exists after __init__ (the shapes follow from the config), as Keras's callbacks expect."""
+        self.call(keras.KerasTensor((None,) + self.image_shape, dtype="float32"))
+        self.built = True
 
     def call(self, images, training=None):
         z_q, _ = self.quantizer(self.encoder(images, training=training), training=training)

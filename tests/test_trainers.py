@@ -271,7 +271,7 @@ def test_train_flags_are_train_configs_fields():
     from trainers.config import TrainConfig
 
     fields = [field for field in dataclasses.fields(TrainConfig) if field.name != "config"]
-    assert len(fields) == 30
+    assert len(fields) == 31
     for field in fields:
         flag = flags.FLAGS[field.name]
         assert flag.default == field.default and flag.help.endswith(field.metadata["help"]), field.name

@@ -22,7 +22,7 @@ HEADS = ("softmax", "logistic_mixture")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 
 
-def _setting(default, help, choices=None):
+def setting(default, help, choices=None):
     """A TrainConfig field with its flag's help (and choices): trainers/config_flags.py defines the flags from them."""
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
 
@@ -31,7 +31,7 @@ def _setting(default, help, choices=None):
 class TrainConfig:
     """The settings of one training run: the flags of ``trainers.train`` are made from these fields.
 
-    Each field holds its default and its flag's help (``_setting``); config_flags.py defines
+    Each field holds its default and its flag's help (``setting``); config_flags.py defines
     the flags, so a setting's name, type, default and help are written once.
 
     Data:
@@ -40,6 +40,7 @@ class TrainConfig:
       data_dir: tfds data directory (None: tfds's default).
       num_classes: classes of an npz/folder data set (None: max label + 1).
       num_categories: K for npz data of integer codes in [0, K) (None: 8-bit images).
+      latents: a trainers.train_vqvae directory whose VQ-VAE's codes are the data (dataset unused).
 
     Model:
       conditioning: none | class | autoencoder | embedding.
@@ -84,81 +85,86 @@ class TrainConfig:
       config: the preset this config started from, if any.
     """
 
-    dataset: str = _setting(
+    dataset: str = setting(
         "digits",
         "Data set: the embedded 'digits' (no network), a tfds image data set name (read from --data_dir), "
         "npz:PATH (a .npz with 'images' [N, H, W(, C)] 0..255, optional 'labels', 'test_images', 'test_labels') "
         "or folder:PATH (image files of one size, a subfolder per class; train/ and test/ if present).",
     )
-    data_dir: Optional[str] = _setting(None, "tfds data directory (default: tfds's own, ~/tensorflow_datasets).")
-    num_classes: Optional[int] = _setting(None, "npz:/folder: data: the number of classes (default: max label + 1).")
-    num_categories: Optional[int] = _setting(
+    data_dir: Optional[str] = setting(None, "tfds data directory (default: tfds's own, ~/tensorflow_datasets).")
+    num_classes: Optional[int] = setting(None, "npz:/folder: data: the number of classes (default: max label + 1).")
+    num_categories: Optional[int] = setting(
         None,
         "Model grids of integer codes in [0, K) instead of 8-bit images (npz:PATH data whose 'images' are codes, "
         "e.g. a VQ-VAE's or another tokenizer's; the softmax head).",
     )
-    conditioning: str = _setting(
+    latents: Optional[str] = setting(
+        None,
+        "A trainers.train_vqvae directory: train a prior on its VQ-VAE's codes of its data set (labels kept; "
+        "num_categories is the codebook's size); sample grids are decoded through the VQ-VAE.",
+    )
+    conditioning: str = setting(
         "class",
         "What the model is conditioned on: nothing, the class label, its own code h = encoder(x) (a PixelCNN "
         "auto-encoder), or the embedding h = f(x) of the frozen --embedding_model.",
         CONDITIONINGS,
     )
-    bottleneck_dim: int = _setting(10, "--conditioning=autoencoder: size of the code h (the paper used 10 and 100).")
-    embedding_model: Optional[str] = _setting(
+    bottleneck_dim: int = setting(10, "--conditioning=autoencoder: size of the code h (the paper used 10 and 100).")
+    embedding_model: Optional[str] = setting(
         None,
         "--conditioning=embedding: a saved Keras model (.keras) mapping float32 images [B, H, W, C] with values "
         "0..255 to vectors [B, D]; frozen, and saved as part of the trained model.",
     )
-    spatial_condition: bool = _setting(
+    spatial_condition: bool = setting(
         False, "Location-dependent conditioning: map h (or the class) to s = m(h) (paper eq. 5)."
     )
-    num_layers: Optional[int] = _setting(
+    num_layers: Optional[int] = setting(
         None, "Gated layers (default: sized to the images, 6 up to 8 rows high, else 8)."
     )
-    filters: Optional[int] = _setting(
+    filters: Optional[int] = setting(
         None,
         "Features per layer, a multiple of C for the softmax head (default: 32 rounded up to a multiple of C, "
         "33 for RGB).",
     )
-    kernel_size: Optional[int] = _setting(
+    kernel_size: Optional[int] = setting(
         None, "Odd filter size n >= 3 (default: 3 for images up to 8 rows high, else 5)."
     )
-    dilation_rates: str = _setting(
+    dilation_rates: str = setting(
         "auto",
         "auto (rates 1, 2, 4, ... only when the undilated vertical stack cannot see the whole image height), "
         "none (the paper's trunk), or one int per layer, e.g. 1,2,4,1,2,4.",
     )
-    head: str = _setting("softmax", "Output distribution.", HEADS)
-    num_mixtures: int = _setting(5, "Logistic mixture components.")
-    dropout: float = _setting(0.3, "Dropout rate inside each layer.")
-    batch_size: int = _setting(32, "Global batch size (split over replicas).")
-    learning_rate: float = _setting(5e-3, "Peak learning rate of Adam (AdamW with --weight_decay).")
-    lr_schedule: str = _setting("cosine", "Learning-rate schedule.", LR_SCHEDULES)
-    lr_decay_rate: float = _setting(0.99995, "Per-step decay factor of the exponential schedule.")
-    train_steps: int = _setting(2000, "Total optimizer steps.")
-    eval_every: int = _setting(250, "Evaluate, sample and checkpoint every this many steps.")
-    eval_examples: int = _setting(0, "Evaluate on at most this many test images (0: all).")
-    samples_per_class: int = _setting(
+    head: str = setting("softmax", "Output distribution.", HEADS)
+    num_mixtures: int = setting(5, "Logistic mixture components.")
+    dropout: float = setting(0.3, "Dropout rate inside each layer.")
+    batch_size: int = setting(32, "Global batch size (split over replicas).")
+    learning_rate: float = setting(5e-3, "Peak learning rate of Adam (AdamW with --weight_decay).")
+    lr_schedule: str = setting("cosine", "Learning-rate schedule.", LR_SCHEDULES)
+    lr_decay_rate: float = setting(0.99995, "Per-step decay factor of the exponential schedule.")
+    train_steps: int = setting(2000, "Total optimizer steps.")
+    eval_every: int = setting(250, "Evaluate, sample and checkpoint every this many steps.")
+    eval_examples: int = setting(0, "Evaluate on at most this many test images (0: all).")
+    samples_per_class: int = setting(
         8,
         "Samples per class (or per grid row; per test image for the autoencoder and embedding conditionings) at "
         "each evaluation; 0: none.",
     )
-    log_every: int = _setting(50, "Training summaries and log lines every this many steps.")
-    ema_decay: float = _setting(0.0, "Polyak averaging of the weights (e.g. 0.9995); 0 disables.")
-    weight_decay: float = _setting(0.3, "AdamW's decoupled weight decay (scaled by the learning rate); 0: Adam.")
-    clip_norm: float = _setting(1.0, "Clip the global gradient norm to this value; 0 disables.")
-    mixed_precision: str = _setting(
+    log_every: int = setting(50, "Training summaries and log lines every this many steps.")
+    ema_decay: float = setting(0.0, "Polyak averaging of the weights (e.g. 0.9995); 0 disables.")
+    weight_decay: float = setting(0.3, "AdamW's decoupled weight decay (scaled by the learning rate); 0: Adam.")
+    clip_norm: float = setting(1.0, "Clip the global gradient norm to this value; 0 disables.")
+    mixed_precision: str = setting(
         "auto",
         "Compute dtype: auto picks bfloat16 on CPUs with AVX512_BF16/AMX and GPUs of compute capability >= 8.0, "
         "float16 (with loss scaling) on 7.x GPUs, else none (float32).",
         MIXED_PRECISIONS,
     )
-    jit_compile: bool = _setting(
+    jit_compile: bool = setting(
         False,
         "XLA-compile the work: the training step's forward and backward pass (trainers.train), or the sampling "
         "loop of the exported signatures (export.export; needs a server started with XLA enabled).",
     )
-    seed: int = _setting(0, "Seed of initialisation, data order and samples.")
+    seed: int = setting(0, "Seed of initialisation, data order and samples.")
     config: Optional[str] = None  # provenance, not a flag: trainers.train's --config picks the preset
 
     def replace(self, **changes):
@@ -194,6 +200,8 @@ class TrainConfig:
                 raise ValueError(
                     f"num_categories: code grids train with conditioning=none or class, got {self.conditioning}."
                 )
+        if self.latents is not None and self.conditioning not in ("none", "class"):
+            raise ValueError(f"latents: code grids train with conditioning=none or class, got {self.conditioning}.")
         if self.kernel_size is not None and (
             not is_int(self.kernel_size) or self.kernel_size < 3 or self.kernel_size % 2 == 0
         ):
@@ -230,6 +238,7 @@ class TrainConfig:
             dataset=absolute_dataset(self.dataset),
             data_dir=_absolute(self.data_dir),
             embedding_model=_absolute(self.embedding_model),
+            latents=_absolute(self.latents),
         )
 
     def to_json(self, path=None, **notes):
@@ -268,6 +277,27 @@ class TrainConfig:
             if field.name in values and (values[field.name] is not None or getattr(defaults, field.name) is None):
                 known[field.name] = values[field.name]
         return cls(**known)
+
+
+@dataclasses.dataclass(frozen=True)
+class VQVAEConfig:
+    """The settings of a VQ-VAE run (the --vq_ flags of ``trainers.train_vqvae``; trainers/vqvae_lib.py)."""
+
+    dataset: str = setting("digits", "Data set, as trainers.train's --dataset (its labels are kept for the prior).")
+    data_dir: Optional[str] = setting(None, "tfds data directory (default: tfds's own).")
+    num_embeddings: int = setting(64, "K, the codebook's size: the prior's num_categories.")
+    embedding_dim: int = setting(16, "D, the size of each code vector.")
+    filters: int = setting(64, "Width of the encoder's and decoder's convolutions.")
+    downsample: Optional[int] = setting(
+        None, "Stride-2 stages: codes are 2^n times smaller per side (default: 1 up to 8 rows, else 2)."
+    )
+    epochs: int = setting(20, "Passes over the training images.")
+    batch_size: int = setting(64, "Batch size.")
+    learning_rate: float = setting(2e-3, "Adam's learning rate.")
+    seed: int = setting(0, "Seed of initialisation and data order.")
+
+    def resolved_downsample(self, image_shape):
+        return self.downsample if self.downsample is not None else (1 if image_shape[0] <= 8 else 2)
 
 
 # Fields added after run_config.json files were first written -> the value every run before them used.

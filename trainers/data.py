@@ -141,7 +141,7 @@ def open_dataset(name, data_dir=None, num_classes=None, num_categories=None):
         images = np.round(digits.images * 255.0 / 16.0).astype(np.uint8)[..., None]
         labels = digits.target.astype(np.int32)
         train, test = slice(0, DIGITS_TRAIN_SIZE), slice(DIGITS_TRAIN_SIZE, None)
-        return _in_memory(name, (images[train], labels[train]), (images[test], labels[test]), 10)
+        return in_memory(name, (images[train], labels[train]), (images[test], labels[test]), 10)
     if name.startswith("npz:"):
         return _npz(name, num_classes, num_categories)
     if name.startswith("folder:"):
@@ -182,7 +182,7 @@ def eval_pipeline(data, batch_size, split="test", max_examples=None):
 # -- in-memory data: digits, npz, folders ----------------------------------------------------------
 
 
-def _in_memory(name, train, test, num_classes):
+def in_memory(name, train, test, num_classes):
     """An ImageData over numpy (images uint8 [N, H, W, C], labels int32 [N]) pairs."""
     parts = {"train": train, "test": test}
     return ImageData(
@@ -266,7 +266,7 @@ def _arrays_data(name, source, train, test, num_classes):
         if num_classes is not None and largest >= num_classes:
             raise ValueError(f"dataset={name}: {source} has label {largest}, expected labels in [0, {num_classes}).")
         num_classes = num_classes or largest + 1
-    return _in_memory(name, (train_images, train_labels), (test_images, test_labels), num_classes)
+    return in_memory(name, (train_images, train_labels), (test_images, test_labels), num_classes)
 
 
 def _npz(name, num_classes, num_categories=None):

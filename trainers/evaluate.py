@@ -37,6 +37,10 @@ def run_dataset(model_dir, dataset=None, data_dir=None):
     from trainers.data import open_dataset
 
     config = run_config(model_dir)
+    if dataset is None and config.latents:  # a prior over a VQ-VAE's codes: the codes of its data set
+        from trainers.vqvae_lib import latent_dataset
+
+        return latent_dataset(config.latents)[0]
     if dataset is None:
         return open_dataset(config.dataset, data_dir or config.data_dir, config.num_classes, config.num_categories)
     return open_dataset(dataset, data_dir)

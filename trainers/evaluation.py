@@ -64,11 +64,12 @@ class Evaluation:
     """Evaluates the served model at the current step: ``evaluation()`` -> test bits/dim.
 
     Updates ``metrics`` (and <model_dir>/metrics.json, the chief's summaries and sample grid),
-    between the callbacks' on_test_begin and on_test_end({loss, bits_per_dim}).
+    between the callbacks' on_test_begin and on_test_end({loss, bits_per_dim}). A prior over a
+    VQ-VAE's codes (``decoder``: the VQVAE) shows its samples decoded.
     """
 
-    def __init__(self, config, model_dir, data, state, served, summaries, callbacks):
-        self.config, self.model_dir, self.data = config, model_dir, data
+    def __init__(self, config, model_dir, data, state, served, summaries, callbacks, decoder=None):
+        self.config, self.model_dir, self.data, self.decoder = config, model_dir, data, decoder
         self.state, self.served, self.summaries, self.callbacks = state, served, summaries, callbacks
         self.metrics_path = os.path.join(model_dir, layout.METRICS)
         self.metrics = layout.read_json(self.metrics_path, {})
@@ -103,8 +104,7 @@ class Evaluation:
         from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
         from trainers.grids import as_grey, image_grid, reconstruction_grid
 
-        height, width, channels = self.data.image_shape
-        scale = 4 if height < 16 else 1
+        scale = 4 if self.data.image_shape[0] < 16 else 1
         per_row, seed = self.config.samples_per_class, self.config.seed
         if isinstance(model, PixelCNNAutoEncoder):
             # One row per fixed test image: the input, then its sampled reconstructions.
@@ -118,8 +118,12 @@ class Evaluation:
             samples = model.sample(condition=np.repeat(np.arange(rows), per_row), seed=seed)
         else:
             samples = model.sample(num_samples=per_row, seed=seed)
-        cells = as_grey(samples, getattr(model, "num_categories", None)).reshape(rows, per_row, height, width, channels)
-        grid = image_grid(cells, scale=scale)
+        if self.decoder is not None:
+            cells = np.asarray(self.decoder.decode(samples))
+            scale = 4 if cells.shape[1] < 16 else 1
+        else:
+            cells = as_grey(samples, getattr(model, "num_categories", None))
+        grid = image_grid(cells.reshape((rows, per_row) + cells.shape[1:]), scale=scale)
         self._write_grid(grid, "samples_one_row_per_class")
 
     def _write_grid(self, grid, summary_name):

@@ -25,7 +25,7 @@ import numpy as np
 from absl import flags
 
 from trainers import binary, common_flags  # noqa: F401  (--model_dir, --seed, --checkpoint)
-from trainers.evaluate import load_trained_model, run_dataset
+from trainers.evaluate import load_trained_model, run_config, run_dataset
 
 FLAGS = flags.FLAGS
 MODES = ("classes", "reconstruct", "interpolate")
@@ -198,7 +198,14 @@ def sample(model_dir, mode="classes", *, class_ids=None, image_ids=None, images=
     model = load_trained_model(model_dir, checkpoint)
     cells, samples = sample_grid(model, model_dir, mode, class_ids, image_ids, images, steps, num, temperature, seed,
                                  split, dataset, data_dir)  # fmt: skip
-    scale = scale or (4 if model.image_shape[0] < 16 else 1)
+    latents = run_config(model_dir).latents
+    if latents:  # a prior over a VQ-VAE's codes: its samples decoded to images
+        from trainers.vqvae_lib import load_vqvae
+
+        codes = np.asarray(samples)
+        decoded = np.asarray(load_vqvae(latents).decode(codes.reshape((-1,) + codes.shape[2:])))
+        cells = samples = decoded.reshape(codes.shape[:2] + decoded.shape[1:])
+    scale = scale or (4 if np.shape(cells)[2] < 16 else 1)
     if out is None:
         import tensorflow as tf
 

@@ -153,7 +153,14 @@ def train_and_evaluate(config, model_dir, strategy=None, callbacks=None):
             f"batch_size: the global batch must split evenly over {strategy.num_replicas_in_sync} replicas, "
             f"got {config.batch_size}."
         )
-    data = data_lib.open_dataset(config.dataset, config.data_dir, config.num_classes, config.num_categories)
+    data, decoder = _open_data(config)
+    if decoder is not None:  # a prior over a VQ-VAE's codes: its codebook's size is the number of categories
+        if config.num_categories not in (None, decoder.num_embeddings):
+            raise ValueError(
+                f"num_categories: the VQ-VAE in latents={config.latents} has {decoder.num_embeddings} codes, "
+                f"got num_categories={config.num_categories}."
+            )
+        config = config.replace(num_categories=decoder.num_embeddings)
     if config.conditioning == "class" and data.num_classes is None:
         raise ValueError(f"conditioning=class: dataset={config.dataset} has no labels; use conditioning=none.")
     data.split("test")  # fail fast, before anything is built, when tfds's files are not there
@@ -164,7 +171,7 @@ def train_and_evaluate(config, model_dir, strategy=None, callbacks=None):
     try:
         keras.utils.set_random_seed(config.seed)
         keras.mixed_precision.set_dtype_policy(policy_name(precision))
-        return _train(config, model_dir, strategy, data, callbacks, precision, trunk, filters)
+        return _train(config, model_dir, strategy, data, callbacks, precision, trunk, filters, decoder)
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
 
@@ -235,7 +242,16 @@ def _recorded_trunk(recorded):
     return Trunk(num_layers, kernel_size, tuple(rates))
 
 
-def _train(config, model_dir, strategy, data, callbacks, precision, trunk, filters):
+def _open_data(config):
+    """(the ImageData to train on, the VQVAE decoding its codes or None): config.latents' codes, else config.dataset."""
+    if config.latents:
+        from trainers.vqvae_lib import latent_dataset
+
+        return latent_dataset(config.latents)
+    return data_lib.open_dataset(config.dataset, config.data_dir, config.num_classes, config.num_categories), None
+
+
+def _train(config, model_dir, strategy, data, callbacks, precision, trunk, filters, decoder=None):
     """The run itself, once its config is resolved: the parts of the module docstring, in order."""
     num_classes = data.num_classes if config.conditioning == "class" else None
     with strategy.scope():
@@ -245,7 +261,7 @@ def _train(config, model_dir, strategy, data, callbacks, precision, trunk, filte
     callbacks = make_callbacks(callbacks, model, config)
     summaries = Summaries(model_dir, state.chief)
     served = ServedModel(state, precision)
-    evaluation = Evaluation(config, model_dir, data, state, served, summaries, callbacks)
+    evaluation = Evaluation(config, model_dir, data, state, served, summaries, callbacks, decoder)
     metrics = evaluation.metrics
     if state.step >= config.train_steps and metrics.get("step") == state.step and _has_final_model(model_dir):
         logging.info("The run in %s is already at train_steps=%d: nothing to do.", model_dir, state.step)

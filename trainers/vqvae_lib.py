@@ -1,0 +1,80 @@
+"""The first stage of a code prior: ``train_vqvae(config, model_dir)`` trains a VQ-VAE, and
+``latent_dataset(vqvae_dir)`` turns its data set into grids of codes for the prior (stage two).
+
+    <vqvae_dir>/model.keras       the trained VQVAE
+    <vqvae_dir>/run_config.json   VQVAEConfig (its data set, which the prior's codes come from)
+    <vqvae_dir>/metrics.json      test reconstruction error and codebook use
+    <vqvae_dir>/backup/           Keras's BackupAndRestore state while training (a rerun resumes)
+
+Then ``python -m trainers.train --latents=<vqvae_dir>`` trains a ConditionalPixelCNN with
+``num_categories`` = the codebook's size on the codes (labels kept), and its sample
+grids and ``trainers.sample`` decode through the VQ-VAE.
+"""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+from absl import logging
+
+from trainers import data as data_lib
+from trainers import model_dir as layout
+
+
+def _arrays(data, split):
+    """(images uint8 [N, H, W, C], labels int32 [N]) of an ImageData's split, in order."""
+    images, labels = zip(*[(image.numpy(), label.numpy()) for image, label in data.split(split)])
+    return np.stack(images), np.asarray(labels, np.int32)
+
+
+def train_vqvae(config, model_dir):
+    """Trains (or resumes) the VQ-VAE of ``config`` in ``model_dir``; returns metrics.json's content."""
+    metrics_path = os.path.join(model_dir, layout.METRICS)
+    done = layout.read_json(metrics_path)
+    if done is not None and done.get("epochs") == config.epochs:
+        logging.info("The VQ-VAE in %s is already trained for %d epochs: nothing to do.", model_dir, config.epochs)
+        return done
+    data = data_lib.open_dataset(config.dataset, config.data_dir)
+    (train, _), (test, _) = _arrays(data, "train"), _arrays(data, "test")
+    keras.utils.set_random_seed(config.seed)
+    from keras_pixelcnn.vqvae import VQVAE
+
+    model = VQVAE(
+        data.image_shape, config.num_embeddings, config.embedding_dim, config.filters,
+        config.resolved_downsample(data.image_shape), seed=config.seed,
+    )  # fmt: skip
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    os.makedirs(model_dir, exist_ok=True)
+    layout.atomic_write(os.path.join(model_dir, layout.RUN_CONFIG), json.dumps(dataclasses.asdict(config), indent=2))
+    backup = keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"))  # a rerun resumes its epoch
+    history = model.fit(train, batch_size=config.batch_size, epochs=config.epochs, callbacks=[backup], verbose=0)
+    layout.save_model(model, model_dir)
+    decoded = np.asarray(model.decode(model.encode(test)))
+    metrics = dict(
+        epochs=config.epochs, dataset=config.dataset, train_loss=history.history["loss"][-1],
+        test_mean_l1=float(np.abs(decoded.astype(float) - test).mean()), **model.codebook_usage(test),
+    )  # fmt: skip
+    layout.write_json(metrics_path, metrics)
+    return metrics
+
+
+def load_vqvae(vqvae_dir):
+    """The trained VQVAE of a ``train_vqvae`` directory."""
+    path = os.path.join(vqvae_dir, layout.FINAL_MODEL)
+    if not os.path.exists(path):
+        raise ValueError(f"latents: no trained VQ-VAE in {vqvae_dir} (expected {path}; run trainers.train_vqvae).")
+    return keras.models.load_model(path)
+
+
+def latent_dataset(vqvae_dir):
+    """The VQ-VAE's data set as code grids: (an ImageData of int32 codes [h, w, 1] with the labels, the VQVAE)."""
+    vqvae = load_vqvae(vqvae_dir)
+    recorded = layout.read_json(os.path.join(vqvae_dir, layout.RUN_CONFIG), {})
+    data = data_lib.open_dataset(recorded.get("dataset", "digits"), recorded.get("data_dir"))
+    parts = {}
+    for split in ("train", "test"):
+        images, labels = _arrays(data, split)
+        parts[split] = (np.asarray(vqvae.encode(images), np.int32), labels)
+    return data_lib.in_memory(f"latents:{vqvae_dir}", parts["train"], parts["test"], data.num_classes), vqvae
