@@ -208,7 +208,7 @@ def train_baseline(dist, variables, data, batch_size, seconds, eval_seconds, see
 
     The first step runs eagerly (tfp's weight normalisation initialises from the first batch's data).
     Evaluates the first ``eval_examples`` test images (0: all), as the project's config does.
-    Returns (the test curve, seconds of the first two steps: the eager one and the traced one).
+    Returns (the test curve, seconds of the first two steps: the eager one and the traced one, seconds of the last).
     """
     import tf_keras
 
@@ -234,7 +234,8 @@ def train_baseline(dist, variables, data, batch_size, seconds, eval_seconds, see
         started = time.perf_counter()
         images, labels = next(iterator)
         loss = float((loss_and_update if steps == 0 else step_function)(images, labels))
-        elapsed += time.perf_counter() - started
+        last_step_seconds = time.perf_counter() - started
+        elapsed += last_step_seconds
         steps += 1
         if steps == 2:
             first_steps_seconds = elapsed
@@ -244,7 +245,7 @@ def train_baseline(dist, variables, data, batch_size, seconds, eval_seconds, see
             points.append(Point(elapsed, steps, baseline_bits_per_dim(dist, eval_data, num_classes)))
             while next_mark <= elapsed:
                 next_mark += eval_seconds
-    return points, first_steps_seconds
+    return points, first_steps_seconds, last_step_seconds
 
 
 def write_baseline_samples(dist, image_shape, num_classes, per_class, path, seed=0):
@@ -345,6 +346,7 @@ def run(dataset, minutes, baseline, out_dir, overrides=None, eval_minutes=2.0, e
     log(f"project: {project_params} parameters, {budget.steps} steps in {budget.elapsed:.1f} s of training")
 
     first_steps = {"project": sum(budget.step_seconds[:2])}
+    last_steps = {"project": budget.step_seconds[-1]}
     baseline_points, baseline_params, baseline_png, filters = [], None, None, None
     if baseline == "tfp":
         filters = baseline_filters or match_baseline_filters(data.image_shape, data.num_classes, project_params)
@@ -353,7 +355,7 @@ def run(dataset, minutes, baseline, out_dir, overrides=None, eval_minutes=2.0, e
         log(f"baseline: tfp PixelCNN num_filters={filters}, {baseline_params} parameters "
             f"({BASELINE_SETTINGS}, Adam {BASELINE_LEARNING_RATE})")  # fmt: skip
         load["baseline_start"] = os.getloadavg()[0]
-        baseline_points, first_steps["baseline"] = train_baseline(
+        baseline_points, first_steps["baseline"], last_steps["baseline"] = train_baseline(
             dist, variables, data, config.batch_size, seconds, eval_seconds, seed, config.eval_examples
         )
         load["baseline_end"] = os.getloadavg()[0]
@@ -373,7 +375,7 @@ def run(dataset, minutes, baseline, out_dir, overrides=None, eval_minutes=2.0, e
         baseline_settings=dict(BASELINE_SETTINGS, learning_rate=BASELINE_LEARNING_RATE),
         project=[dataclasses.asdict(p) for p in budget.points],
         baseline=[dataclasses.asdict(p) for p in baseline_points],
-        first_two_steps_seconds=first_steps, load_average_1min=load,
+        first_two_steps_seconds=first_steps, last_step_seconds=last_steps, load_average_1min=load,
         project_samples=project_png, baseline_samples=baseline_png, line=line,
     )  # fmt: skip
     with open(os.path.join(out_dir, "quality.json"), "w") as handle:

@@ -65,11 +65,11 @@ def test_both_sides_run_within_the_budget_and_report_the_test_bits_per_dim(quali
         assert len(curve) >= 2 and curve[0]["step"] == 0 and curve[-1]["step"] > 0
         assert np.all(np.isfinite([p["bits_per_dim"] for p in curve]))
         assert os.path.getsize(tmp_path / f"{side}_samples.png") > 0
-    # The budget (not train_steps=10**6) stopped training: the step that crossed 3 s of training time was the last.
+    # The budget (not train_steps=10**6) stopped training: the step that crossed 3 s of training time was the last
+    # (exactly, however loaded the machine: a traced first step can take 2 s, or 17 s when cores are oversubscribed).
     project = results["project"][-1]
-    # (a step takes ~0.02 s, the first traced ones ~2 s, more on a loaded machine: the bound leaves room)
-    assert 3.0 <= project["seconds"] < 3.0 + 10.0, project
-    assert 3.0 <= results["baseline"][-1]["seconds"] < 3.0 + 10.0
+    for side, seconds in (("project", project["seconds"]), ("baseline", results["baseline"][-1]["seconds"])):
+        assert seconds - results["last_step_seconds"][side] < 3.0 <= seconds, (side, seconds, results)
     # The reported figure is the trained model's test bits/dim (the trainer's evaluator, re-run from its files).
     metrics = json.load(open(tmp_path / "project_run" / "metrics.json"))
     assert metrics["step"] == project["step"]
