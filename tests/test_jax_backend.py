@@ -109,6 +109,12 @@ JAX_SCRIPT = textwrap.dedent(
         kp.export_saved_model
     except RuntimeError as error:
         report["export_error"] = str(error)
+    from trainers import train_lib
+    from trainers.config import TrainConfig
+    try:
+        train_lib.train_and_evaluate(TrainConfig(), os.path.join(out, "run"))
+    except RuntimeError as error:
+        report["trainer_error"] = str(error)
     print("REPORT:", json.dumps(report))
     """
 )
@@ -122,7 +128,7 @@ def _sample_all(model, condition):
 
 @pytest.fixture(scope="module")
 def jax_run(tmp_path_factory):
-    """(TensorFlow's results {name: dict}, JAX's results {name: npz}, the JAX script's report)."""
+    """(TensorFlow's results {name: dict}, JAX's results {name: npz}, the JAX script's report, its directory)."""
     out = tmp_path_factory.mktemp("jax")
     images, condition = random_images((8, 4, 5, 3)), np.array([0, 2, 1, 1, 0, 2, 2, 1])
     np.savez(out / "data.npz", images=images, condition=condition)
@@ -158,13 +164,13 @@ def jax_run(tmp_path_factory):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.split("REPORT:")[-1])
     theirs = {name: dict(np.load(out / f"{name}_jax.npz")) for name in HEADS + ["autoencoder"]}
-    return ours, theirs, report
+    return ours, theirs, report, str(out)
 
 
 @pytest.mark.large  # large: one JAX subprocess (~40 s)
 @pytest.mark.parametrize("head", HEADS)
 def test_jax_forward_pass_and_log_likelihood_match_tensorflow(jax_run, head):
-    ours, theirs, _ = jax_run
+    ours, theirs, *_ = jax_run
     np.testing.assert_allclose(theirs[head]["forward"], ours[head]["forward"], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(theirs[head]["log_prob"], ours[head]["log_prob"], rtol=1e-4)
 
@@ -172,7 +178,7 @@ def test_jax_forward_pass_and_log_likelihood_match_tensorflow(jax_run, head):
 @pytest.mark.large  # large: the same JAX subprocess
 @pytest.mark.parametrize("head", HEADS)
 def test_jax_draws_tensorflows_images_for_the_same_seed(jax_run, head):
-    ours, theirs, _ = jax_run
+    ours, theirs, *_ = jax_run
     for run in ("cached_jit", "cached", "naive_jit"):  # cached == naive, jit or not, on JAX as on TF
         np.testing.assert_array_equal(theirs[head][run], ours[head]["samples"], err_msg=run)
     assert ours[head]["samples"].std() > 0
@@ -180,7 +186,7 @@ def test_jax_draws_tensorflows_images_for_the_same_seed(jax_run, head):
 
 @pytest.mark.large  # large: the same JAX subprocess
 def test_jax_autoencoder_reconstructs_and_interpolates_as_tensorflow(jax_run):
-    ours, theirs, _ = jax_run
+    ours, theirs, *_ = jax_run
     np.testing.assert_allclose(theirs["autoencoder"]["codes"], ours["autoencoder"]["codes"], rtol=1e-4, atol=1e-5)
     for name in ("reconstruct", "interpolate"):
         np.testing.assert_array_equal(theirs["autoencoder"][name], ours["autoencoder"][name], err_msg=name)
@@ -210,11 +216,13 @@ def test_jax_data_parallel_fit_equals_the_single_device_fit(jax_run):
 
 
 @pytest.mark.large  # large: the same JAX subprocess
-def test_jax_run_never_imports_tensorflow_and_export_says_it_needs_it(jax_run):
+def test_jax_run_never_imports_tensorflow_and_export_and_trainer_say_they_need_it(jax_run):
     report = jax_run[2]
     assert not report["tensorflow_imported"]
     message = "export_saved_model: needs the tensorflow backend (KERAS_BACKEND=tensorflow); this process runs 'jax'."
     assert report["export_error"] == message
+    assert report["trainer_error"].startswith("train_and_evaluate: needs the tensorflow backend"), report
+    assert not os.path.exists(os.path.join(jax_run[3], "run")), "the refused run wrote its directory"
 
 
 @pytest.mark.large  # large: the core suite again, under JAX (~3 CPU-minutes)

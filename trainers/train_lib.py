@@ -145,7 +145,14 @@ def train_and_evaluate(config, model_dir, strategy=None, callbacks=None):
         starts with the field at fault.
       data.DatasetUnavailableError: a tfds data set not in ``config.data_dir``.
       NonFiniteLossError, TrainingInterrupted: see the module docstring.
+      RuntimeError: Keras runs another backend than TensorFlow.
     """
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"train_and_evaluate: needs the tensorflow backend (KERAS_BACKEND=tensorflow: tf.distribute, "
+            f"tf.train.Checkpoint); this process runs {keras.backend.backend()!r}. On JAX, train with model.fit "
+            "(keras.distribution.DataParallel for several devices)."
+        )
     config = config.validate().with_absolute_paths()
     strategy = strategy or tf.distribute.get_strategy()
     if config.batch_size % strategy.num_replicas_in_sync:
