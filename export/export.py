@@ -22,6 +22,7 @@ INVALID_ARGUMENT; 0 means no limit. The limit is recorded in
 not batch beyond it.
 """
 
+import os
 
 from absl import app, flags
 
@@ -63,10 +64,16 @@ def export_from_model_dir(
       app.UsageError: nothing to export, or a bad argument; the message names the flag.
     """
     from keras_pixelcnn.export_lib import export_info, export_saved_model
-    from trainers.model_dir import load_model
+    from trainers.model_dir import RUN_CONFIG, load_model, read_json
 
     try:
         model, source = load_model(model_dir, checkpoint)
+        latents = read_json(os.path.join(model_dir, RUN_CONFIG), {}).get("latents")
+        if latents:  # a prior over a VQ-VAE's codes: served with its decoder, images in and out
+            from keras_pixelcnn import VQVAEPrior
+            from trainers.vqvae_lib import load_vqvae
+
+            model = VQVAEPrior(load_vqvae(latents), model)
     except (FileNotFoundError, ValueError) as error:  # messages start with the argument at fault
         raise app.UsageError(f"--{error}") from error
     try:

@@ -38,7 +38,10 @@ SIGNATURE_OUTPUTS = {
     "encode": ("condition",),
     "reconstruct": ("images",),
 }
-OUTPUT_DTYPES = {"images": np.uint8, "log_prob": np.float32, "bits_per_dim": np.float32, "condition": np.float32}
+OUTPUT_DTYPES = {
+    "images": np.uint8, "codes": np.int32, "log_prob": np.float32, "bits_per_dim": np.float32, "condition": np.float32,
+}
+OPTIONAL_OUTPUTS = {"serving_default": ("codes",)}  # a VQVAEPrior's sampled code grids, beside the images
 SAMPLING_SIGNATURES = ("serving_default", "reconstruct")  # the ones taking seed and temperature
 
 
@@ -113,12 +116,13 @@ def decode_rest_response(body, signature_name):
     if "outputs" not in body:
         raise ValueError(f"body: expected an 'outputs' entry (columnar response), got keys {sorted(body)}.")
     names, outputs = SIGNATURE_OUTPUTS[signature_name], body["outputs"]
+    optional = OPTIONAL_OUTPUTS.get(signature_name, ())
     if len(names) == 1 and not isinstance(outputs, dict):
         outputs = {names[0]: outputs}
-    if not isinstance(outputs, dict) or sorted(outputs) != sorted(names):
+    if not isinstance(outputs, dict) or not set(names) <= set(outputs) <= set(names + optional):
         got = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
         raise ValueError(f"body: expected outputs {list(names)} for {signature_name}, got {got}.")
-    return {name: np.asarray(outputs[name], OUTPUT_DTYPES[name]) for name in names}
+    return {name: np.asarray(value, OUTPUT_DTYPES[name]) for name, value in outputs.items()}
 
 
 def predict_url(server, model_name, version=None):

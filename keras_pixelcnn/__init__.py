@@ -21,7 +21,7 @@ from keras_pixelcnn.heads import HEADS, LogisticMixtureHead, SoftmaxHead, make_h
 from keras_pixelcnn.likelihood_model import LikelihoodModel
 from keras_pixelcnn.masked_conv import MaskedConv2D, causal_mask
 from keras_pixelcnn.model import ConditionalPixelCNN, PixelCNN, PixelCNNBase
-from keras_pixelcnn.vqvae import VQVAE, VectorQuantizer
+from keras_pixelcnn.vqvae import VQVAE, VectorQuantizer, VQVAEPrior
 
 __version__ = "0.1.0"
 
@@ -54,6 +54,7 @@ __all__ = [
     "PixelCNNBase",
     "SoftmaxHead",
     "VQVAE",
+    "VQVAEPrior",
     "VectorQuantizer",
     "causal_mask",
     "default_encoder",

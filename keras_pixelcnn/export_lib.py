@@ -142,11 +142,14 @@ NUM_SAMPLES = InputSpec("num_samples", "int32", ())
 
 
 def model_kind(model):
-    """The kind of ``model``: "autoencoder", "class", "vector" or "unconditional" (it picks the signature table)."""
+    """``model``'s kind: "autoencoder", "code_prior", "class", "vector" or "unconditional" (its signature table)."""
     from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
+    from keras_pixelcnn.vqvae import VQVAEPrior
 
     if isinstance(model, PixelCNNAutoEncoder):
         return "autoencoder"
+    if isinstance(model, VQVAEPrior):
+        return "code_prior"
     if model.num_classes is not None:
         return "class"
     return "unconditional" if model.condition_shape is None else "vector"
@@ -230,7 +233,32 @@ def _autoencoder_table(model, jit_compile=False):
     }
 
 
+def _code_prior_table(model, jit_compile=False):
+    """Signatures of a VQVAEPrior: sampling returns decoded images and their codes; log_prob scores images' codes."""
+    from keras_pixelcnn.heads import bits_per_dim
+
+    prior = model.prior
+    conditioning = _conditioning_specs(prior)
+    condition_name = conditioning[0].name if conditioning else None
+    sample = _sampler(prior, jit_compile)
+
+    def sample_function(inputs, batch):
+        codes = sample(batch, inputs.get(condition_name), inputs["temperature"], inputs["seed"])
+        return {"images": model.vqvae.decode(codes), "codes": codes}
+
+    def log_prob_function(inputs, batch):
+        nats = model.log_prob(inputs["images"], inputs.get(condition_name))
+        return {"log_prob": nats, "bits_per_dim": bits_per_dim(nats, prior.image_shape)}
+
+    images = InputSpec("images", "uint8", (None,) + tuple(model.image_shape), "image")
+    return {
+        SAMPLE_SIGNATURE: Signature((conditioning or (NUM_SAMPLES,)) + (SEED, TEMPERATURE), sample_function),
+        LOG_PROB_SIGNATURE: Signature((images,) + conditioning, log_prob_function),
+    }
+
+
 SIGNATURE_TABLES = {
+    "code_prior": _code_prior_table,
     "class": _pixelcnn_table,
     "vector": _pixelcnn_table,
     "unconditional": _pixelcnn_table,
@@ -448,10 +476,12 @@ def _checked_export_arguments(model, export_base, version, jit_compile, max_batc
     """``export_saved_model``'s argument checks -> (export_base as a path, max_batch_size as an int or None)."""
     from keras_pixelcnn.autoencoder import PixelCNNAutoEncoder
     from keras_pixelcnn.model import PixelCNNBase
+    from keras_pixelcnn.vqvae import VQVAEPrior
 
-    if not isinstance(model, (PixelCNNBase, PixelCNNAutoEncoder)):
+    if not isinstance(model, (PixelCNNBase, PixelCNNAutoEncoder, VQVAEPrior)):
         raise ValueError(
-            f"model: expected a keras_pixelcnn PixelCNN model or PixelCNNAutoEncoder, got {type(model).__name__}."
+            "model: expected a keras_pixelcnn PixelCNN model, PixelCNNAutoEncoder or VQVAEPrior, "
+            f"got {type(model).__name__}."
         )
     if not isinstance(export_base, (str, os.PathLike)) or not os.fspath(export_base):
         raise ValueError(f"export_base: expected a directory path, got {export_base!r}.")

@@ -228,3 +228,63 @@ class VQVAE(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**deserialized_config(config))
+
+
+@keras.saving.register_keras_serializable(package="keras_pixelcnn")
+class VQVAEPrior(keras.Model):
+    """A trained VQVAE and a PixelCNN prior over its codes, as one model of images (what export serves).
+
+    Args:
+      vqvae: the VQVAE.
+      prior: a ConditionalPixelCNN or PixelCNN with ``num_categories`` = the VQ-VAE's
+        ``num_embeddings`` and ``image_shape`` = its ``code_shape``.
+
+    ``sample`` draws code grids from the prior and decodes them: uint8 images
+    [B, H, W, C] (``sample_codes`` returns both). ``log_prob(images, condition)``
+    is the prior's log-likelihood of the images' codes (nats per image).
+    """
+
+    def __init__(self, vqvae, prior, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(vqvae, VQVAE):
+            raise ValueError(f"vqvae: expected a keras_pixelcnn.VQVAE, got {type(vqvae).__name__}.")
+        expected = (vqvae.num_embeddings, tuple(vqvae.code_shape))
+        if (getattr(prior, "num_categories", None), tuple(getattr(prior, "image_shape", ()))) != expected:
+            raise ValueError(
+                f"prior: expected a PixelCNN with num_categories={expected[0]} and image_shape={expected[1]} "
+                f"(the VQ-VAE's codes), got {type(prior).__name__} with num_categories="
+                f"{getattr(prior, 'num_categories', None)} and image_shape={getattr(prior, 'image_shape', None)}."
+            )
+        self.vqvae, self.prior = vqvae, prior
+        self.image_shape = vqvae.image_shape
+        self.num_classes, self.condition_shape = prior.num_classes, prior.condition_shape
+        self.built = True  # both parts are built models
+
+    def call(self, images, training=None):
+        """Images -> the prior's parameters for their codes."""
+        return self.prior(self.vqvae.encode(images), training=training)
+
+    def sample_codes(self, num_samples=None, condition=None, temperature=1.0, seed=None, method=None,
+                     jit_compile=None):  # fmt: skip
+        """(uint8 images [B, H, W, C], int32 codes [B, h, w, 1]); arguments as ``prior.sample``."""
+        codes = self.prior.sample(num_samples, condition, temperature, seed, method, jit_compile)
+        return self.vqvae.decode(codes), codes
+
+    def sample(self, *args, **kwargs):
+        """Decoded samples, uint8 [B, H, W, C]; arguments as ``prior.sample``."""
+        return self.sample_codes(*args, **kwargs)[0]
+
+    def log_prob(self, images, condition=None):
+        """The prior's log-likelihood in nats of each image's code grid -> float32 [B]."""
+        return self.prior.log_prob(self.vqvae.encode(images), condition)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "vqvae": keras.saving.serialize_keras_object(self.vqvae),
+            "prior": keras.saving.serialize_keras_object(self.prior),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**deserialized_config(config, "vqvae", "prior"))

@@ -210,6 +210,37 @@ def test_a_code_model_exports_int32_codes_and_refuses_out_of_range_ones(tmp_path
             call_signature(loaded, "log_prob", dict(images=codes, class_ids=np.array([0], np.int32)))
 
 
+def test_a_vqvae_prior_serves_decoded_images_and_their_codes(tmp_path):
+    """VQVAEPrior: one SavedModel samples codes and decodes them; log_prob scores images through their codes."""
+    from export import rest_client
+
+    vqvae = kp.VQVAE((8, 8, 1), num_embeddings=8, embedding_dim=4, filters=8, downsample=1)
+    prior = kp.ConditionalPixelCNN((4, 4, 1), num_layers=2, filters=4, kernel_size=3, num_classes=2, num_categories=8)
+    randomize_weights(prior, scale=0.3)
+    model = kp.VQVAEPrior(vqvae, prior)
+    loaded = tf.saved_model.load(export_saved_model(model, tmp_path / "vq_prior", max_batch_size=2))
+    class_ids, seed = np.array([1, 0], np.int32), np.array([3, 4], np.int64)
+    outputs = call_signature(loaded, "serving_default", dict(class_ids=class_ids, seed=seed, temperature=np.float32(1)))
+    images, codes = (np.asarray(x) for x in model.sample_codes(condition=class_ids, seed=seed, jit_compile=False))
+    np.testing.assert_array_equal(outputs["codes"], codes)
+    np.testing.assert_array_equal(outputs["images"], images)
+    assert outputs["images"].dtype == np.uint8 and outputs["images"].shape == (2, 8, 8, 1) and codes.std() > 0
+    scores = call_signature(loaded, "log_prob", dict(images=outputs["images"], class_ids=class_ids))
+    np.testing.assert_allclose(scores["log_prob"], model.log_prob(outputs["images"], class_ids), rtol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="class_ids: expected class ids < num_classes=2"):
+        call_signature(loaded, "serving_default", dict(class_ids=[2], seed=seed, temperature=np.float32(1.0)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="class_ids: expected at most max_batch_size=2"):
+        call_signature(loaded, "serving_default", dict(class_ids=[0, 1, 0], seed=seed, temperature=np.float32(1)))
+    body = {"outputs": {"images": outputs["images"].tolist(), "codes": outputs["codes"].tolist()}}
+    decoded = rest_client.decode_rest_response(body, "serving_default")  # the REST client reads both outputs
+    assert decoded["codes"].dtype == np.int32 and np.array_equal(decoded["codes"], codes)
+    model.save(tmp_path / "vq_prior.keras")
+    reloaded = keras.models.load_model(tmp_path / "vq_prior.keras")
+    np.testing.assert_array_equal(reloaded.sample(condition=class_ids, seed=seed, jit_compile=False), images)
+    with pytest.raises(ValueError, match=r"prior: expected a PixelCNN with num_categories=8 and image_shape=\(4, 4"):
+        kp.VQVAEPrior(vqvae, kp.ConditionalPixelCNN((4, 4, 1), num_layers=1, filters=4, num_categories=9))
+
+
 @pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_fresh_process_load_matches_python_api(exported, tmp_path):
     spec = {}

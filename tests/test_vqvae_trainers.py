@@ -4,8 +4,10 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import TINY, run_main
 
+from export.export import export_from_model_dir
 from trainers import evaluate, sample, train, train_lib, train_vqvae
 from trainers.config import TrainConfig, VQVAEConfig
 from trainers.model_dir import read_json
@@ -33,6 +35,12 @@ def test_a_vqvae_then_a_prior_on_its_codes_end_to_end(tmp_path):
     assert os.path.exists(grid)
     _, images = sample.sample(prior_dir, class_ids=[3, 7], num=2, out=str(tmp_path / "s.png"))
     assert images.shape == (2, 2, 8, 8, 1) and images.dtype == np.uint8  # decoded through the VQ-VAE
+    loaded = tf.saved_model.load(export_from_model_dir(prior_dir, str(tmp_path / "served")))  # a VQVAEPrior
+    served = loaded.signatures["serving_default"](
+        class_ids=tf.constant([3, 7]), seed=tf.constant([1, 2], tf.int64), temperature=tf.constant(1.0)
+    )
+    assert served["images"].dtype == tf.uint8 and served["images"].shape == (2, 8, 8, 1)
+    assert served["codes"].dtype == tf.int32 and served["codes"].shape == (2, 4, 4, 1)
     mismatch = r"num_categories: the VQ-VAE in latents=.* has 16 codes, got num_categories=8"
     with pytest.raises(ValueError, match=mismatch):
         train_lib.train_and_evaluate(TrainConfig(latents=vq_dir, num_categories=8), str(tmp_path / "bad"))
