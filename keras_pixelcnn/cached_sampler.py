@@ -51,6 +51,7 @@ class _Run(NamedTuple):
     temperature: object
     key: object
     condition: object  # h [B, D] (global) or s [B, H, W, S] (spatial), or None
+    global_biases: list  # per layer (V_v h, V_h h) of a global condition, computed once; else None
     block_weights: list
     hidden_weights: list
     head_weights: list
@@ -73,16 +74,17 @@ class CachedSampler:
         self.height, self.width, self.channels = model.image_shape
         self.groups = model.color_channels
         self.dtype = model.compute_dtype
-        first = self.channels if model.num_categories is None else self.channels * model.filters  # embedded codes
-        self.input_features = [first] + [model.filters] * (len(self.blocks) - 1)
+        self.input_features = [model.input_features] + [model.filters] * (len(self.blocks) - 1)
 
     def __call__(self, batch_size, condition, temperature, seed):
         model = self.model
+        h = model.condition_network(condition) if model.conditioned else None
         run = _Run(
             batch_size=batch_size,
             temperature=temperature,
             key=seed_key(seed),
-            condition=model.condition_network(condition) if model.conditioned else None,
+            condition=h,
+            global_biases=None if h is None or model.spatial_condition else self._biases(h),
             block_weights=[block.pixel_weights(self.dtype) for block in self.blocks],
             hidden_weights=model.head_hidden.pixel_weights(self.dtype),
             head_weights=model.head_out.pixel_weights(self.dtype),
@@ -106,9 +108,11 @@ class CachedSampler:
         """Per layer, the (vertical, horizontal) condition terms of image row ``row``."""
         if run.condition is None:
             return [(0.0, 0.0)] * len(self.blocks)
-        condition = run.condition
-        if self.model.spatial_condition:
-            condition = ops.expand_dims(ops.take(condition, row, axis=1), 1)  # [B, 1, W, S]
+        if run.global_biases is not None:
+            return run.global_biases
+        return self._biases(ops.expand_dims(ops.take(run.condition, row, axis=1), 1))  # s's row: [B, 1, W, S]
+
+    def _biases(self, condition):
         return [block.condition_biases(condition) for block in self.blocks]
 
     def _first_inputs(self, values, channels):

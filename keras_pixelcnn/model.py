@@ -267,6 +267,12 @@ class PixelCNNBase(LikelihoodModel):
         """What ``sample`` returns: uint8 images, or int32 codes with ``num_categories``."""
         return "uint8" if self.num_categories is None else "int32"
 
+    @property
+    def input_features(self):
+        """The first layer's input features: C intensities, or C ``filters``-wide code embeddings."""
+        channels = self.image_shape[-1]
+        return channels if self.input_embedding is None else channels * self.input_embedding.output_dim
+
     def embed_inputs(self, values):
         """The first layer's input from raw values [..., C]: intensities in [-1, 1], or code embeddings [..., E C].
 
