@@ -109,7 +109,8 @@ class WallClockBudget(keras.callbacks.Callback):
             self.points.append(Point(0.0, 0, float(logs["bits_per_dim"])))
 
     def on_epoch_end(self, epoch, logs=None):
-        self.points.append(Point(self.elapsed, self.steps, float(logs["val_bits_per_dim"])))
+        if "val_bits_per_dim" in (logs or {}):  # a PixelCNN run's evaluation (a VQ-VAE's fit has none)
+            self.points.append(Point(self.elapsed, self.steps, float(logs["val_bits_per_dim"])))
 
 
 def parse_overrides(items):

@@ -244,7 +244,7 @@ def _code_prior_table(model, jit_compile=False):
 
     def sample_function(inputs, batch):
         codes = sample(batch, inputs.get(condition_name), inputs["temperature"], inputs["seed"])
-        return {"images": model.vqvae.decode(codes), "codes": codes}
+        return {"images": model.vqvae.decoded_images(codes), "codes": codes}  # in range by construction
 
     def log_prob_function(inputs, batch):
         nats = model.log_prob(inputs["images"], inputs.get(condition_name))

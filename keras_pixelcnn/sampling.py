@@ -84,32 +84,33 @@ def sampling_function(model, method, jit_compile):
       model's current weights at every call.
     """
     sampler = SAMPLERS[method]
+    run = compiled_function(model, lambda b, c, t, s: sampler(model, b, c, t, s), jit_compile, static_argnums=(0,))
+    if keras.backend.backend() == "tensorflow":
+        return run
+    return lambda b, c, t, s: run(int(b), c, np.float32(t), seed_words(np.asarray(s)))  # JAX: no int64 in the jit
+
+
+def compiled_function(model, function, jit_compile, static_argnums=()):
+    """``function`` (of tensors, reading ``model``'s weights) as one compiled program per input shape.
+
+    TensorFlow: ``tf.function`` (with XLA when ``jit_compile``), which export can trace. JAX:
+    the weights become arguments (a StatelessScope), so a compiled program never keeps stale
+    ones; ``jax.jit`` when ``jit_compile`` with ``static_argnums`` (JAX only), else run as is.
+    """
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(
-            lambda b, c, t, s: sampler(model, b, c, t, s), jit_compile=bool(jit_compile), reduce_retracing=True
-        )
-    if backend == "jax":
-        return _jax_sampling_function(model, sampler, jit_compile)
-    raise NotImplementedError(f"sample: supports the tensorflow and jax backends; this process runs {backend!r}.")
-
-
-def _jax_sampling_function(model, sampler, jit_compile):
-    """The JAX sampler: the weights are arguments (a StatelessScope), so a compiled loop never keeps stale ones."""
+        return tf.function(function, jit_compile=bool(jit_compile), reduce_retracing=True)
+    if backend != "jax":
+        raise NotImplementedError(f"sample: supports the tensorflow and jax backends; this process runs {backend!r}.")
     import jax
 
     variables = model.variables
 
-    def stateless(values, batch_size, condition, temperature, words):
+    def stateless(values, *args):
         with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-            return sampler(model, batch_size, condition, temperature, words)
+            return function(*args)
 
-    run = jax.jit(stateless, static_argnums=1) if jit_compile else stateless
-
-    def sample(batch_size, condition, temperature, seed):
-        values = [variable.value for variable in variables]
-        return run(values, int(batch_size), condition, np.float32(temperature), seed_words(np.asarray(seed)))
-
-    return sample
+    run = jax.jit(stateless, static_argnums=tuple(i + 1 for i in static_argnums)) if jit_compile else stateless
+    return lambda *args: run([variable.value for variable in variables], *args)

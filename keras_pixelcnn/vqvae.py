@@ -22,8 +22,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_pixelcnn.heads import discretized_logistic_mixture_log_prob
 from keras_pixelcnn.model import deserialized_config
+from keras_pixelcnn.sampling import compiled_function
 from keras_pixelcnn.validation import check_image_shape, check_images, check_int, check_positive_int, check_rate
+
+DECODER_LIKELIHOODS = ("mse", "logistic")
 
 
 @keras.saving.register_keras_serializable(package="keras_pixelcnn")
@@ -126,12 +130,12 @@ def _encoder(image_shape, embedding_dim, filters, stages, dtype):
     return keras.Model(inputs, outputs, name="encoder")
 
 
-def _decoder(latent_shape, channels, filters, stages, dtype):
+def _decoder(latent_shape, outputs_per_pixel, filters, stages, dtype):
     inputs = keras.Input(latent_shape)
     x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", dtype=dtype)(inputs)
     for _ in range(stages):
         x = keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", activation="relu", dtype=dtype)(x)
-    outputs = keras.layers.Conv2D(channels, 3, padding="same", dtype=dtype)(x)  # images in [-1, 1]
+    outputs = keras.layers.Conv2D(outputs_per_pixel, 3, padding="same", dtype=dtype)(x)
     return keras.Model(inputs, outputs, name="decoder")
 
 
@@ -146,14 +150,22 @@ class VQVAE(keras.Model):
       filters: the convolutions' width.
       downsample: n stride-2 stages: codes [B, H / 2^n, W / 2^n, 1] (28x28 -> 7x7 for n = 2).
       commitment_cost, decay, restart_below: the quantiser's (``VectorQuantizer``).
+      decoder_likelihood: the reconstruction term of the loss, one of ``DECODER_LIKELIHOODS``:
+        "mse", the mean squared error of the images in [-1, 1] (a fixed-variance
+        Gaussian, as in the paper's experiments), or "logistic", the negative
+        log-likelihood per sub-pixel of a discretized logistic (a mean and a
+        log-scale per sub-pixel; the 256 bins of ``heads.discretized_logistic_mixture_log_prob``).
+        Measured in BUILD_NOTES.md ("Code priors"): MSE is the default.
 
-    The loss is the mean squared error of the decoded images in [-1, 1] (a
-    Gaussian decoder, as in the paper's experiments) plus the commitment loss.
-    ``model(images)`` returns the reconstruction in [-1, 1] [B, H, W, C].
+    The loss is the reconstruction term plus the commitment loss. ``model(images)``
+    returns the decoder's output [B, H, W, C] (the reconstruction in [-1, 1]), or
+    [B, H, W, 2C] for "logistic" (means in [-1, 1], then log-scales).
+    ``decode`` returns the reconstruction (the logistic's mean) rounded to uint8.
     """
 
     def __init__(self, image_shape, num_embeddings=64, embedding_dim=16, filters=64, downsample=2,
-                 commitment_cost=0.25, decay=0.99, restart_below=0.01, seed=None, **kwargs):  # fmt: skip
+                 commitment_cost=0.25, decay=0.99, restart_below=0.01, seed=None, decoder_likelihood="mse",
+                 **kwargs):  # fmt: skip
         super().__init__(**kwargs)
         self.image_shape = check_image_shape(image_shape)
         self.downsample = check_int(downsample, "downsample", 0)
@@ -165,6 +177,9 @@ class VQVAE(keras.Model):
         self.num_embeddings = check_int(num_embeddings, "num_embeddings", 2)
         self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim")
         self.filters = check_positive_int(filters, "filters")
+        if decoder_likelihood not in DECODER_LIKELIHOODS:
+            raise ValueError(f"decoder_likelihood: expected one of {DECODER_LIKELIHOODS}, got {decoder_likelihood!r}.")
+        self.decoder_likelihood = decoder_likelihood
         self.code_shape = (self.image_shape[0] // factor, self.image_shape[1] // factor, 1)
         self.encoder = _encoder(self.image_shape, self.embedding_dim, self.filters, self.downsample, self.dtype_policy)
         self.quantizer = VectorQuantizer(
@@ -172,8 +187,10 @@ class VQVAE(keras.Model):
             name="quantizer", dtype=self.dtype_policy,
         )  # fmt: skip
         self.quantizer.build(self.code_shape[:2] + (self.embedding_dim,))
-        self.decoder = _decoder(self.code_shape[:2] + (self.embedding_dim,), self.image_shape[-1], self.filters,
+        outputs_per_pixel = self.image_shape[-1] * (2 if decoder_likelihood == "logistic" else 1)
+        self.decoder = _decoder(self.code_shape[:2] + (self.embedding_dim,), outputs_per_pixel, self.filters,
                                 self.downsample, self.dtype_policy)  # fmt: skip
+        self._compiled_decode = None  # decode's compiled program, made at its first call
         self.build()
 
     def build(self, input_shape=None):
@@ -186,8 +203,18 @@ class VQVAE(keras.Model):
         return self.decoder(z_q, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        target = ops.cast(x, y_pred.dtype) / 127.5 - 1.0
-        loss = ops.mean((y_pred - target) ** 2)
+        y_pred = ops.cast(y_pred, "float32")
+        images = ops.cast(x, "float32")
+        if self.decoder_likelihood == "mse":
+            loss = ops.mean((y_pred - (images / 127.5 - 1.0)) ** 2)
+        else:  # one logistic component per sub-pixel: nats per sub-pixel
+            means, log_scales = ops.split(y_pred, 2, axis=-1)
+            log_scales = ops.maximum(log_scales, -7.0)  # PixelCNN++'s floor, for finite gradients
+            one_component = ops.zeros_like(images[..., :1])
+            log_prob = discretized_logistic_mixture_log_prob(
+                one_component, means[..., None], log_scales[..., None], images
+            )
+            loss = -ops.mean(log_prob) / float(np.prod(self.image_shape))
         return sum(self.losses, loss)  # the commitment loss
 
     def encode(self, images):
@@ -196,9 +223,19 @@ class VQVAE(keras.Model):
         return self.quantizer.codes(self.encoder(images, training=False))[..., None]
 
     def decode(self, codes):
-        """Integer codes [B, h, w, 1] in [0, K) -> uint8 images [B, H, W, C] (rounded, clipped)."""
+        """Integer codes [B, h, w, 1] in [0, K) -> uint8 images [B, H, W, C] (rounded, clipped).
+
+        Checked, then compiled (XLA) once per batch size: eager, the decoder would
+        take 4x as long as sampling a 7x7 grid (BUILD_NOTES.md, "Code priors").
+        """
         check_images(codes, self.code_shape, name="codes", num_categories=self.num_embeddings)
-        decoded = self.decoder(self.quantizer.lookup(codes[..., 0]), training=False)
+        if self._compiled_decode is None:
+            self._compiled_decode = compiled_function(self, self.decoded_images, jit_compile=True)
+        return self._compiled_decode(ops.convert_to_tensor(codes, "int32"))
+
+    def decoded_images(self, codes):
+        """``decode`` without its checks, traceable (what export calls on sampled codes)."""
+        decoded = self.decoder(self.quantizer.lookup(codes[..., 0]), training=False)[..., : self.image_shape[-1]]
         return ops.cast(ops.clip(ops.round((ops.cast(decoded, "float32") + 1.0) * 127.5), 0, 255), "uint8")
 
     def codebook_usage(self, images):
@@ -223,6 +260,7 @@ class VQVAE(keras.Model):
             "decay": quantizer.decay,
             "restart_below": quantizer.restart_below,
             "seed": quantizer.seed,
+            "decoder_likelihood": self.decoder_likelihood,
         }
 
     @classmethod

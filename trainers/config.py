@@ -291,6 +291,9 @@ class VQVAEConfig:
     downsample: Optional[int] = setting(
         None, "Stride-2 stages: codes are 2^n times smaller per side (default: 1 up to 8 rows, else 2)."
     )
+    decoder_likelihood: str = setting(
+        "mse", "The decoder's reconstruction loss (keras_pixelcnn.VQVAE): mse or logistic.", ("mse", "logistic")
+    )
     epochs: int = setting(20, "Passes over the training images.")
     batch_size: int = setting(64, "Batch size.")
     learning_rate: float = setting(2e-3, "Adam's learning rate.")

@@ -29,8 +29,11 @@ def _arrays(data, split):
     return np.stack(images), np.asarray(labels, np.int32)
 
 
-def train_vqvae(config, model_dir):
-    """Trains (or resumes) the VQ-VAE of ``config`` in ``model_dir``; returns metrics.json's content."""
+def train_vqvae(config, model_dir, callbacks=()):
+    """Trains (or resumes) the VQ-VAE of ``config`` in ``model_dir``; returns metrics.json's content.
+
+    ``callbacks``: more Keras callbacks for ``fit`` (one that stops training early ends the run there).
+    """
     metrics_path = os.path.join(model_dir, layout.METRICS)
     done = layout.read_json(metrics_path)
     if done is not None and done.get("epochs") == config.epochs:
@@ -43,13 +46,14 @@ def train_vqvae(config, model_dir):
 
     model = VQVAE(
         data.image_shape, config.num_embeddings, config.embedding_dim, config.filters,
-        config.resolved_downsample(data.image_shape), seed=config.seed,
+        config.resolved_downsample(data.image_shape), seed=config.seed, decoder_likelihood=config.decoder_likelihood,
     )  # fmt: skip
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     os.makedirs(model_dir, exist_ok=True)
     layout.atomic_write(os.path.join(model_dir, layout.RUN_CONFIG), json.dumps(dataclasses.asdict(config), indent=2))
     backup = keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"))  # a rerun resumes its epoch
-    history = model.fit(train, batch_size=config.batch_size, epochs=config.epochs, callbacks=[backup], verbose=0)
+    history = model.fit(train, batch_size=config.batch_size, epochs=config.epochs, callbacks=[backup, *callbacks],
+                        verbose=0)  # fmt: skip
     layout.save_model(model, model_dir)
     decoded = np.asarray(model.decode(model.encode(test)))
     metrics = dict(
@@ -62,6 +66,8 @@ def train_vqvae(config, model_dir):
 
 def load_vqvae(vqvae_dir):
     """The trained VQVAE of a ``train_vqvae`` directory."""
+    import keras_pixelcnn  # noqa: F401  (registers VQVAE for load_model)
+
     path = os.path.join(vqvae_dir, layout.FINAL_MODEL)
     if not os.path.exists(path):
         raise ValueError(f"latents: no trained VQ-VAE in {vqvae_dir} (expected {path}; run trainers.train_vqvae).")
