@@ -30,9 +30,16 @@ SIGNATURE_INPUT_DTYPES = {
     "temperature": (np.float32, 0),
     "images": (np.uint8, 4),
 }
+CODES_DTYPE = np.int32  # the images of a model over integer codes (num_categories): int32 in and out
 
 
-def build_predict_request(model_name, signature_name, inputs, version=None):
+def input_dtype(name, codes=False):
+    """(dtype, rank) of the signature input ``name``; ``codes``: the model takes int32 codes as images."""
+    dtype, rank = SIGNATURE_INPUT_DTYPES[name]
+    return (CODES_DTYPE if codes and name == "images" else dtype), rank
+
+
+def build_predict_request(model_name, signature_name, inputs, version=None, codes=False):
     """A PredictRequest with ``inputs`` converted to the signature's dtypes.
 
     Args:
@@ -40,6 +47,8 @@ def build_predict_request(model_name, signature_name, inputs, version=None):
       signature_name: "serving_default" (sampling) or "log_prob".
       inputs: {input name: array-like}; names from SIGNATURE_INPUT_DTYPES.
       version: int, or None for the latest version the server has.
+      codes: True for a model over integer codes (``num_categories``): its
+        ``images`` are int32 codes, not uint8 pixels.
 
     Returns:
       tensorflow_serving.apis.predict_pb2.PredictRequest.
@@ -58,7 +67,7 @@ def build_predict_request(model_name, signature_name, inputs, version=None):
     for name, value in inputs.items():
         if name not in SIGNATURE_INPUT_DTYPES:
             raise ValueError(f"inputs: unknown input {name!r}; expected names from {sorted(SIGNATURE_INPUT_DTYPES)}.")
-        dtype, rank = SIGNATURE_INPUT_DTYPES[name]
+        dtype, rank = input_dtype(name, codes)
         array = np.asarray(value, dtype)
         if array.ndim != rank:
             raise ValueError(f"inputs: {name} expected rank {rank}, got shape {array.shape}.")
@@ -98,14 +107,14 @@ def sample_request(model_name, seed, temperature=1.0, class_ids=None, condition=
     return build_predict_request(model_name, SAMPLE_SIGNATURE, inputs, version)
 
 
-def log_prob_request(model_name, images, class_ids=None, condition=None, version=None):
-    """A ``log_prob`` request for uint8 images [B, H, W, C] (plus their conditioning).
+def log_prob_request(model_name, images, class_ids=None, condition=None, version=None, codes=False):
+    """A ``log_prob`` request for uint8 images [B, H, W, C] (int32 with ``codes``) plus their conditioning.
 
     Returns:
       A PredictRequest; the response holds ``log_prob`` (nats) and ``bits_per_dim``, float32 [B].
     """
     return build_predict_request(
-        model_name, LOG_PROB_SIGNATURE, {"images": images, **_conditioning(class_ids, condition)}, version
+        model_name, LOG_PROB_SIGNATURE, {"images": images, **_conditioning(class_ids, condition)}, version, codes
     )
 
 
@@ -142,6 +151,7 @@ def define_flags():
     flags.DEFINE_float("temperature", 1.0, "Sampling temperature, > 0.")
     flags.DEFINE_string("images", None, "A .npy file of uint8 images [B, H, W, C]: query log_prob instead of sampling.")
     flags.DEFINE_string("output", None, "Write the sampled images to this .npy file.")
+    flags.DEFINE_bool("codes", False, "The model is over integer codes (num_categories): --images holds int32 codes.")
 
 
 def main(argv):
@@ -152,7 +162,8 @@ def main(argv):
     seed = [int(s) for s in FLAGS.seed] + [0] * (2 - len(FLAGS.seed))
     class_ids = None if FLAGS.class_ids is None else [int(c) for c in FLAGS.class_ids]
     if FLAGS.images:
-        request = log_prob_request(FLAGS.model_name, np.load(FLAGS.images), class_ids, version=FLAGS.model_version)
+        request = log_prob_request(FLAGS.model_name, np.load(FLAGS.images), class_ids, version=FLAGS.model_version,
+                                   codes=FLAGS.codes)  # fmt: skip
     else:
         request = sample_request(
             FLAGS.model_name,

@@ -29,7 +29,7 @@ import urllib.request
 import numpy as np
 from absl import app, flags
 
-from export.grpc_client import SIGNATURE_INPUT_DTYPES
+from export.grpc_client import CODES_DTYPE, SIGNATURE_INPUT_DTYPES, input_dtype
 
 # signature name -> its output names (the order TF-Serving does not need, but a reader does).
 SIGNATURE_OUTPUTS = {
@@ -54,7 +54,7 @@ def _check_signature_name(signature_name):
         raise ValueError(f"signature_name: expected one of {sorted(SIGNATURE_OUTPUTS)}, got {signature_name!r}.")
 
 
-def build_rest_request(signature_name, inputs):
+def build_rest_request(signature_name, inputs, codes=False):
     """The JSON body of a TF-Serving REST predict request (columnar format).
 
     Args:
@@ -62,6 +62,8 @@ def build_rest_request(signature_name, inputs):
       inputs: {input name: array-like}; names and dtypes from
         grpc_client.SIGNATURE_INPUT_DTYPES (e.g. images uint8 [B, H, W, C],
         class_ids int32 [B], seed int64 [2], temperature float32 scalar).
+      codes: True for a model over integer codes (``num_categories``): its
+        ``images`` are int32 codes, not uint8 pixels.
 
     Returns:
       {"signature_name": str, "inputs": {name: nested lists / number}}, ready for json.dumps.
@@ -75,7 +77,7 @@ def build_rest_request(signature_name, inputs):
     for name, value in inputs.items():
         if name not in SIGNATURE_INPUT_DTYPES:
             raise ValueError(f"inputs: unknown input {name!r}; expected names from {sorted(SIGNATURE_INPUT_DTYPES)}.")
-        dtype, rank = SIGNATURE_INPUT_DTYPES[name]
+        dtype, rank = input_dtype(name, codes)
         array = np.asarray(value)
         if np.issubdtype(dtype, np.integer) and array.size and not np.issubdtype(array.dtype, np.integer):
             raise ValueError(f"inputs: {name} expected integers ({np.dtype(dtype).name}), got {array.dtype}.")
@@ -90,16 +92,17 @@ def build_rest_request(signature_name, inputs):
     return {"signature_name": signature_name, "inputs": body}
 
 
-def decode_rest_response(body, signature_name):
+def decode_rest_response(body, signature_name, codes=False):
     """The outputs of a TF-Serving REST predict response as numpy arrays.
 
     Args:
       body: the response: JSON text (str or bytes) or the parsed dict.
       signature_name: the signature the request named (it tells the name of a
         single output, which TF-Serving returns bare).
+      codes: True for a model over integer codes: its ``images`` are int32.
 
     Returns:
-      {output name: numpy array}: ``images`` uint8 [B, H, W, C], ``log_prob``
+      {output name: numpy array}: ``images`` uint8 [B, H, W, C] (int32 with ``codes``), ``log_prob``
       and ``bits_per_dim`` float32 [B], ``condition`` float32 [B, D].
 
     Raises:
@@ -122,7 +125,8 @@ def decode_rest_response(body, signature_name):
     if not isinstance(outputs, dict) or not set(names) <= set(outputs) <= set(names + optional):
         got = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
         raise ValueError(f"body: expected outputs {list(names)} for {signature_name}, got {got}.")
-    return {name: np.asarray(value, OUTPUT_DTYPES[name]) for name, value in outputs.items()}
+    dtypes = dict(OUTPUT_DTYPES, images=CODES_DTYPE) if codes else OUTPUT_DTYPES
+    return {name: np.asarray(value, dtypes[name]) for name, value in outputs.items()}
 
 
 def predict_url(server, model_name, version=None):
@@ -131,7 +135,7 @@ def predict_url(server, model_name, version=None):
     return f"{server.rstrip('/')}/v1/models/{model_name}{version_part}:predict"
 
 
-def predict(server, model_name, body, version=None, timeout_s=300.0):
+def predict(server, model_name, body, version=None, timeout_s=300.0, codes=False):
     """POSTs a request body (from build_rest_request) to TF-Serving's REST API.
 
     Args:
@@ -140,6 +144,7 @@ def predict(server, model_name, body, version=None, timeout_s=300.0):
       body: the request body.
       version: int, or None for the latest version the server has.
       timeout_s: seconds to wait for the response (sampling takes a while).
+      codes: True for a model over integer codes (its ``images`` are int32).
 
     Returns:
       {output name: numpy array}, as decode_rest_response.
@@ -164,7 +169,7 @@ def predict(server, model_name, body, version=None, timeout_s=300.0):
         except ValueError:
             pass
         raise PredictError(f"HTTP {error.code}: {error.reason}") from error
-    return decode_rest_response(text, body["signature_name"])
+    return decode_rest_response(text, body["signature_name"], codes)
 
 
 FLAGS = flags.FLAGS
@@ -185,6 +190,7 @@ def define_flags():
     flags.DEFINE_float("temperature", 1.0, "Sampling temperature, > 0.")
     flags.DEFINE_string("images", None, "A .npy file of uint8 images [B, H, W, C] (log_prob, encode, reconstruct).")
     flags.DEFINE_string("output", None, "Write the images (or encode's condition) to this .npy file.")
+    flags.DEFINE_bool("codes", False, "The model is over integer codes (num_categories): its images are int32 codes.")
 
 
 def request_from_flags():
@@ -205,7 +211,7 @@ def request_from_flags():
         inputs["seed"] = [int(s) for s in FLAGS.seed] + [0] * (2 - len(FLAGS.seed))
         inputs["temperature"] = FLAGS.temperature
     try:
-        return build_rest_request(signature, inputs)
+        return build_rest_request(signature, inputs, FLAGS.codes)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
 
@@ -215,7 +221,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     body = request_from_flags()
     try:
-        outputs = predict(FLAGS.server, FLAGS.model_name, body, FLAGS.model_version)
+        outputs = predict(FLAGS.server, FLAGS.model_name, body, FLAGS.model_version, codes=FLAGS.codes)
     except PredictError as error:  # e.g. HTTP 400: class_ids: expected class ids < num_classes=10
         sys.exit(str(error))
     except urllib.error.URLError as error:

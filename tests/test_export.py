@@ -194,7 +194,8 @@ def test_a_tiny_export_serves_what_the_python_api_computes(tmp_path):
 
 
 def test_a_code_model_exports_int32_codes_and_refuses_out_of_range_ones(tmp_path):
-    """A K-category prior (num_categories): int32 codes in and out, codes outside [0, K) are INVALID_ARGUMENT."""
+    """A K-category prior (num_categories): int32 codes in and out, codes outside [0, K) are INVALID_ARGUMENT;
+    the gRPC and REST clients send and read them with codes=True."""
     model = kp.ConditionalPixelCNN((3, 4, 1), num_layers=2, filters=4, kernel_size=3, num_classes=2, num_categories=300)
     randomize_weights(model, scale=0.3)
     loaded = tf.saved_model.load(export_saved_model(model, tmp_path / "prior"))
@@ -208,6 +209,24 @@ def test_a_code_model_exports_int32_codes_and_refuses_out_of_range_ones(tmp_path
         codes = np.full((1, 3, 4, 1), bad, np.int32)
         with pytest.raises(tf.errors.InvalidArgumentError, match=r"images: expected codes in \[0, 300\)"):
             call_signature(loaded, "log_prob", dict(images=codes, class_ids=np.array([0], np.int32)))
+
+    # The clients with codes=True: int32 images (values past 255) go in and come out.
+    from export import rest_client
+
+    codes, class_ids = np.arange(12, dtype=np.int32).reshape(1, 3, 4, 1) * 27, [1]  # 0 .. 297
+    request = grpc_client.log_prob_request("prior", codes, class_ids, codes=True)
+    sent = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+    assert sent["images"].dtype == np.int32 and np.array_equal(sent["images"], codes)
+    scores = call_signature(loaded, "log_prob", sent)
+    np.testing.assert_allclose(scores["log_prob"], model.log_prob(codes, np.array(class_ids, np.int32)), rtol=1e-5)
+
+    body = rest_client.build_rest_request("log_prob", {"images": codes, "class_ids": class_ids}, codes=True)
+    assert np.array_equal(body["inputs"]["images"], codes)
+    with pytest.raises(ValueError, match=r"inputs: images expected values in \[0, 255\] \(uint8\)"):
+        rest_client.build_rest_request("log_prob", {"images": codes, "class_ids": class_ids})  # pixels by default
+    response = {"outputs": codes.tolist()}
+    decoded = rest_client.decode_rest_response(response, "serving_default", codes=True)
+    assert decoded["images"].dtype == np.int32 and np.array_equal(decoded["images"], codes)
 
 
 def test_a_vqvae_prior_serves_decoded_images_and_their_codes(tmp_path):

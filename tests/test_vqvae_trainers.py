@@ -1,7 +1,9 @@
 """The two-stage trainer: a VQ-VAE run (trainers.train_vqvae), then a prior on its codes (trainers.train --latents)."""
 
+import dataclasses
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,6 +13,57 @@ from export.export import export_from_model_dir
 from trainers import evaluate, sample, train, train_lib, train_vqvae
 from trainers.config import TrainConfig, VQVAEConfig
 from trainers.model_dir import read_json
+from trainers.vqvae_lib import load_vqvae
+from trainers.vqvae_lib import train_vqvae as train_vqvae_in
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _Epochs(keras.callbacks.Callback):
+    """Records the epochs that start and the weights they start from; raises after ``stop_after`` epochs end."""
+
+    def __init__(self, stop_after=None):
+        super().__init__()
+        self.started, self.stop_after, self.ended_weights, self.first_weights = [], stop_after, None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started.append(epoch)
+        if self.first_weights is None:
+            self.first_weights = [np.array(w) for w in self.model.get_weights()]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ended_weights = [np.array(w) for w in self.model.get_weights()]
+        if epoch + 1 == self.stop_after:
+            raise _Interrupt()  # as a kill after the epoch's backup
+
+
+@pytest.mark.large  # large: three VQ-VAE runs on the digits (~8 s)
+def test_an_interrupted_vqvae_run_resumes_from_its_last_epoch(tmp_path):
+    """Killed after epoch 1 of 3: no model or metrics are left; the rerun starts at epoch 2 from epoch 1's weights.
+    Asked for a 4th epoch, the finished run continues from its saved model; other settings are refused by name."""
+    config = VQVAEConfig(num_embeddings=8, embedding_dim=2, filters=4, epochs=3, batch_size=256)
+    vq_dir = str(tmp_path / "vq")
+    interrupted = _Epochs(stop_after=1)
+    with pytest.raises(_Interrupt):
+        train_vqvae_in(config, vq_dir, callbacks=[interrupted])
+    assert sorted(os.listdir(vq_dir)) == ["backup", "run_config.json"]  # no model.keras, no metrics.json
+    resumed = _Epochs()
+    metrics = train_vqvae_in(config, vq_dir, callbacks=[resumed])
+    assert resumed.started == [1, 2] and metrics["epochs"] == 3
+    for restored, saved in zip(resumed.first_weights, interrupted.ended_weights):
+        np.testing.assert_array_equal(restored, saved)
+    assert sorted(os.listdir(vq_dir)) == ["metrics.json", "model.keras", "run_config.json"]  # the backup is gone
+    trained = load_vqvae(vq_dir).get_weights()
+    extended = _Epochs()
+    assert train_vqvae_in(dataclasses.replace(config, epochs=4), vq_dir, callbacks=[extended])["epochs"] == 4
+    assert extended.started == [3]  # continued from the finished model, not retrained
+    for restored, saved in zip(extended.first_weights, trained):
+        np.testing.assert_array_equal(restored, saved)
+    with pytest.raises(ValueError, match=r"model_dir: .* holds a VQ-VAE run with other settings \(num_embeddings=8 "
+                                         r"there, 16 here\); use a new model_dir"):  # fmt: skip
+        train_vqvae_in(dataclasses.replace(config, num_embeddings=16, epochs=5), vq_dir)
 
 
 @pytest.mark.large  # large: two trainer runs on the digits, evaluation and sampling
@@ -29,7 +82,7 @@ def test_a_vqvae_then_a_prior_on_its_codes_end_to_end(tmp_path):
     assert recorded["num_categories"] == 16 and recorded["latents"] == vq_dir
     metrics = read_json(os.path.join(prior_dir, "metrics.json"))
     assert metrics["initial_test_bits_per_dim"] == pytest.approx(4.0, rel=1e-4)  # log2 16: uniform over codes
-    assert metrics["test_bits_per_dim"] < 4.0
+    assert metrics["test_bits_per_dim"] < 4.0 and metrics["dataset"] == f"latents:{vq_dir}"
     assert evaluate.evaluate(prior_dir)["bits_per_dim"] == pytest.approx(metrics["test_bits_per_dim"], rel=1e-4)
     grid = os.path.join(prior_dir, "samples", "step_00000020.png")
     assert os.path.exists(grid)

@@ -92,7 +92,8 @@ class Evaluation:
                 self.write_samples(model)
         logging.info("step %d: test bits/dim %.4f", step, bits)
         self.metrics.setdefault("initial_test_bits_per_dim", bits)
-        self.metrics.update(step=step, test_bits_per_dim=bits, dataset=self.config.dataset)
+        dataset = f"latents:{self.config.latents}" if self.config.latents else self.config.dataset
+        self.metrics.update(step=step, test_bits_per_dim=bits, dataset=dataset)
         if chief:
             layout.write_json(self.metrics_path, self.metrics)
             self.summaries.scalars(step, eval_bits_per_dim=bits)

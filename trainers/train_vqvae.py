@@ -6,7 +6,8 @@ r"""Trains a VQ-VAE, the first stage of a code prior: ``python -m trainers.train
 The VQ-VAE's flags are prefixed --vq_ (--vq_num_embeddings, --vq_embedding_dim,
 --vq_filters, --vq_downsample, --vq_decoder_likelihood, --vq_epochs, --vq_batch_size, --vq_learning_rate);
 --dataset, --data_dir and --seed are shared with trainers.train. Re-running the
-same command resumes an unfinished run (Keras's BackupAndRestore) or says it is done.
+same command resumes an unfinished run (Keras's BackupAndRestore) or says it is done;
+with a larger --vq_epochs it continues a finished run from its saved model.
 From Python: trainers.vqvae_lib.train_vqvae(VQVAEConfig(...), model_dir).
 """
 

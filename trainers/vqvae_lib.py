@@ -30,38 +30,63 @@ def _arrays(data, split):
 
 
 def train_vqvae(config, model_dir, callbacks=()):
-    """Trains (or resumes) the VQ-VAE of ``config`` in ``model_dir``; returns metrics.json's content.
+    """Trains (or resumes, or extends) the VQ-VAE of ``config`` in ``model_dir``; returns metrics.json's content.
 
+    An interrupted run resumes at its last finished epoch (Keras's BackupAndRestore); a finished
+    run asked for more ``epochs`` continues from its saved model and optimizer; one trained for
+    as many or more is left alone. Any other setting must match the run's run_config.json.
     ``callbacks``: more Keras callbacks for ``fit`` (one that stops training early ends the run there).
     """
-    metrics_path = os.path.join(model_dir, layout.METRICS)
-    done = layout.read_json(metrics_path)
-    if done is not None and done.get("epochs") == config.epochs:
-        logging.info("The VQ-VAE in %s is already trained for %d epochs: nothing to do.", model_dir, config.epochs)
+    _check_same_run(config, model_dir)
+    done = layout.read_json(os.path.join(model_dir, layout.METRICS))  # written last: the run finished
+    if done is not None and done["epochs"] >= config.epochs:
+        logging.info("The VQ-VAE in %s is trained for %d epochs: nothing to do.", model_dir, done["epochs"])
         return done
     data = data_lib.open_dataset(config.dataset, config.data_dir)
     (train, _), (test, _) = _arrays(data, "train"), _arrays(data, "test")
-    keras.utils.set_random_seed(config.seed)
-    from keras_pixelcnn.vqvae import VQVAE
-
-    model = VQVAE(
-        data.image_shape, config.num_embeddings, config.embedding_dim, config.filters,
-        config.resolved_downsample(data.image_shape), seed=config.seed, decoder_likelihood=config.decoder_likelihood,
-    )  # fmt: skip
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    if done is not None:
+        model, initial_epoch = load_vqvae(model_dir), done["epochs"]
+    else:
+        model, initial_epoch = _new_vqvae(config, data.image_shape), 0
     os.makedirs(model_dir, exist_ok=True)
     layout.atomic_write(os.path.join(model_dir, layout.RUN_CONFIG), json.dumps(dataclasses.asdict(config), indent=2))
     backup = keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"))  # a rerun resumes its epoch
-    history = model.fit(train, batch_size=config.batch_size, epochs=config.epochs, callbacks=[backup, *callbacks],
-                        verbose=0)  # fmt: skip
+    history = model.fit(train, batch_size=config.batch_size, epochs=config.epochs, initial_epoch=initial_epoch,
+                        callbacks=[backup, *callbacks], verbose=0)  # fmt: skip
     layout.save_model(model, model_dir)
     decoded = np.asarray(model.decode(model.encode(test)))
     metrics = dict(
-        epochs=config.epochs, dataset=config.dataset, train_loss=history.history["loss"][-1],
+        epochs=history.epoch[-1] + 1, dataset=config.dataset, train_loss=history.history["loss"][-1],
         test_mean_l1=float(np.abs(decoded.astype(float) - test).mean()), **model.codebook_usage(test),
     )  # fmt: skip
-    layout.write_json(metrics_path, metrics)
+    layout.write_json(os.path.join(model_dir, layout.METRICS), metrics)
     return metrics
+
+
+def _new_vqvae(config, image_shape):
+    """A fresh, compiled VQVAE of ``config`` for images of ``image_shape``."""
+    from keras_pixelcnn.vqvae import VQVAE
+
+    keras.utils.set_random_seed(config.seed)
+    model = VQVAE(
+        image_shape, config.num_embeddings, config.embedding_dim, config.filters,
+        config.resolved_downsample(image_shape), seed=config.seed, decoder_likelihood=config.decoder_likelihood,
+    )  # fmt: skip
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    return model
+
+
+def _check_same_run(config, model_dir):
+    """Raises ValueError naming the settings that differ from ``model_dir``'s run_config.json (epochs may grow)."""
+    recorded = layout.read_json(os.path.join(model_dir, layout.RUN_CONFIG))
+    if recorded is None:
+        return
+    wanted = dataclasses.asdict(config)
+    changed = sorted(name for name in wanted if name != "epochs" and recorded.get(name, wanted[name]) != wanted[name])
+    if changed:
+        described = ", ".join(f"{name}={recorded[name]!r} there, {wanted[name]!r} here" for name in changed)
+        raise ValueError(f"model_dir: {model_dir} holds a VQ-VAE run with other settings ({described}); "
+                         "use a new model_dir.")  # fmt: skip
 
 
 def load_vqvae(vqvae_dir):
