@@ -65,12 +65,6 @@ def _commit():
         return None
 
 
-def arrays(data, split):
-    """(uint8 images [N, H, W, C], int32 labels [N]) of a split."""
-    images, labels = (np.stack(part) for part in zip(*data.split(split).as_numpy_iterator()))
-    return images, labels.astype(np.int32)
-
-
 def train_classifier(data, epochs, seed):
     """A small convnet trained on the real training images -> (classifier, accuracy on the real test images)."""
     keras.utils.set_random_seed(seed)
@@ -86,7 +80,8 @@ def train_classifier(data, epochs, seed):
     ])  # fmt: skip
     classifier.compile(keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                        metrics=["accuracy"])  # fmt: skip
-    (train, train_labels), (test, test_labels) = arrays(data, "train"), arrays(data, "test")
+    train, train_labels = vqvae_lib.split_arrays(data, "train")
+    test, test_labels = vqvae_lib.split_arrays(data, "test")
     classifier.fit(train.astype("float32"), train_labels, batch_size=64, epochs=epochs, verbose=0)
     return classifier, accuracy(classifier, test, test_labels)
 
@@ -156,7 +151,7 @@ def compare_likelihoods(dataset, minutes, vqvae_share, out_dir, classifier_epoch
     """The VQ-VAE alone with each decoder likelihood for an equal budget; returns (and writes) the results."""
     data = data_lib.open_dataset(dataset)
     classifier, real_accuracy = train_classifier(data, classifier_epochs, seed)
-    test, test_labels = arrays(data, "test")
+    test, test_labels = vqvae_lib.split_arrays(data, "test")
     results = dict(dataset=dataset, seconds=60.0 * minutes * vqvae_share, real_accuracy=real_accuracy, runs={},
                    commit=_commit(), cpus=len(os.sched_getaffinity(0)))  # fmt: skip
     for likelihood in DECODER_LIKELIHOODS:

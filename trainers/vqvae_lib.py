@@ -23,7 +23,7 @@ from trainers import data as data_lib
 from trainers import model_dir as layout
 
 
-def _arrays(data, split):
+def split_arrays(data, split):
     """(images uint8 [N, H, W, C], labels int32 [N]) of an ImageData's split, in order."""
     images, labels = zip(*[(image.numpy(), label.numpy()) for image, label in data.split(split)])
     return np.stack(images), np.asarray(labels, np.int32)
@@ -43,7 +43,7 @@ def train_vqvae(config, model_dir, callbacks=()):
         logging.info("The VQ-VAE in %s is trained for %d epochs: nothing to do.", model_dir, done["epochs"])
         return done
     data = data_lib.open_dataset(config.dataset, config.data_dir)
-    (train, _), (test, _) = _arrays(data, "train"), _arrays(data, "test")
+    (train, _), (test, _) = split_arrays(data, "train"), split_arrays(data, "test")
     if done is not None:
         model, initial_epoch = load_vqvae(model_dir), done["epochs"]
     else:
@@ -106,6 +106,6 @@ def latent_dataset(vqvae_dir):
     data = data_lib.open_dataset(recorded.get("dataset", "digits"), recorded.get("data_dir"))
     parts = {}
     for split in ("train", "test"):
-        images, labels = _arrays(data, split)
+        images, labels = split_arrays(data, split)
         parts[split] = (np.asarray(vqvae.encode(images), np.int32), labels)
     return data_lib.in_memory(f"latents:{vqvae_dir}", parts["train"], parts["test"], data.num_classes), vqvae
