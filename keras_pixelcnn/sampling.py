@@ -103,7 +103,9 @@ def compiled_function(model, function, jit_compile, static_argnums=()):
 
         return tf.function(function, jit_compile=bool(jit_compile), reduce_retracing=True)
     if backend != "jax":
-        raise NotImplementedError(f"sample: supports the tensorflow and jax backends; this process runs {backend!r}.")
+        raise NotImplementedError(
+            f"sample, decode: compile on the tensorflow and jax backends only; this process runs {backend!r}."
+        )
     import jax
 
     variables = model.variables

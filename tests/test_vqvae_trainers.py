@@ -12,7 +12,7 @@ from conftest import TINY, run_main
 from export.export import export_from_model_dir
 from trainers import evaluate, sample, train, train_lib, train_vqvae
 from trainers.config import TrainConfig, VQVAEConfig
-from trainers.model_dir import read_json
+from trainers.model_dir import read_json, write_json
 from trainers.vqvae_lib import load_vqvae
 from trainers.vqvae_lib import train_vqvae as train_vqvae_in
 
@@ -64,6 +64,12 @@ def test_an_interrupted_vqvae_run_resumes_from_its_last_epoch(tmp_path):
     with pytest.raises(ValueError, match=r"model_dir: .* holds a VQ-VAE run with other settings \(num_embeddings=8 "
                                          r"there, 16 here\); use a new model_dir"):  # fmt: skip
         train_vqvae_in(dataclasses.replace(config, num_embeddings=16, epochs=5), vq_dir)
+    recorded = read_json(os.path.join(vq_dir, "run_config.json"))
+    del recorded["decoder_likelihood"]  # a run from before the setting existed: it trained with MSE
+    write_json(os.path.join(vq_dir, "run_config.json"), recorded)
+    assert train_vqvae_in(dataclasses.replace(config, epochs=4), vq_dir)["epochs"] == 4  # the same run: done
+    with pytest.raises(ValueError, match=r"decoder_likelihood='mse' there, 'logistic' here"):
+        train_vqvae_in(dataclasses.replace(config, decoder_likelihood="logistic", epochs=5), vq_dir)
 
 
 @pytest.mark.large  # large: two trainer runs on the digits, evaluation and sampling

@@ -82,7 +82,9 @@ def _check_same_run(config, model_dir):
     if recorded is None:
         return
     wanted = dataclasses.asdict(config)
-    changed = sorted(name for name in wanted if name != "epochs" and recorded.get(name, wanted[name]) != wanted[name])
+    # A field the recorded run predates had its default then (decoder_likelihood: "mse").
+    recorded = {field.name: recorded.get(field.name, field.default) for field in dataclasses.fields(config)}
+    changed = sorted(name for name in wanted if name != "epochs" and recorded[name] != wanted[name])
     if changed:
         described = ", ".join(f"{name}={recorded[name]!r} there, {wanted[name]!r} here" for name in changed)
         raise ValueError(f"model_dir: {model_dir} holds a VQ-VAE run with other settings ({described}); "
