@@ -101,7 +101,7 @@ def compiled_function(model, function, jit_compile, static_argnums=()):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(function, jit_compile=bool(jit_compile), reduce_retracing=True)
+        return tf.function(function, jit_compile=bool(jit_compile), reduce_retracing=True, autograph=False)
     if backend != "jax":
         raise NotImplementedError(
             f"sample, decode: compile on the tensorflow and jax backends only; this process runs {backend!r}."

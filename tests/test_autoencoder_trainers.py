@@ -120,7 +120,7 @@ def test_sample_reconstruct_and_interpolate_modes(autoencoder_run, tmp_path):
         (["--mode=classes"], "--mode=classes: this PixelCNNAutoEncoder is conditioned on images"),
         (["--mode=reconstruct", "--class_ids=1"], "--class_ids: only used with --mode=classes"),
         (["--mode=interpolate", "--image_ids=1,2,3"], "--image_ids: --mode=interpolate takes exactly two ids"),
-        (["--mode=interpolate", "--steps=1"], "--steps: expected >= 2"),
+        (["--mode=interpolate", "--steps=1"], "--steps: expected an int >= 2"),
         (["--mode=reconstruct", "--image_ids=0,360"], r"--image_ids: expected indices below 360"),
         (["--mode=reconstruct", "--image_ids=a"], "--image_ids: expected comma-separated integers"),
         (["--mode=reconstruct", "--images=/no/such.npy"], "--images: cannot read"),
@@ -215,7 +215,7 @@ def test_embedding_trainer_and_interpolation_sampler(embedding_file, tmp_path):
         ),
         (["--conditioning=embedding", "--embedding_model={text}"], "--embedding_model: cannot load"),
         (["--conditioning=none", "--spatial_condition"], "--spatial_condition: needs a condition to map"),
-        (["--conditioning=autoencoder", "--bottleneck_dim=0"], "--bottleneck_dim: expected >= 1"),
+        (["--conditioning=autoencoder", "--bottleneck_dim=0"], "--bottleneck_dim: expected an int >= 1"),
     ],
 )
 def test_bad_conditioning_flags_fail_before_training(embedding_file, tmp_path, argv, pattern):

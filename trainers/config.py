@@ -392,11 +392,9 @@ def resolve_dilation_rates(dilation_rates, image_height, num_layers, kernel_size
 
 
 def _check_int(config, name, minimum):
-    from keras_pixelcnn.validation import is_int
+    from keras_pixelcnn.validation import check_int  # the library's one integer check (and its wording)
 
-    value = getattr(config, name)
-    if not is_int(value) or value < minimum:
-        raise ValueError(f"{name}: expected >= {minimum} (an int), got {value!r}.")
+    check_int(getattr(config, name), name, minimum)
 
 
 def _check_number(config, name, is_valid, expected):

@@ -105,7 +105,7 @@ def main(argv):
         raise app.UsageError(f"--embedding_out: expected a path ending in .keras, got {FLAGS.embedding_out!r}.")
     for name in ("embedding_dim", "classifier_steps", "classifier_batch_size"):
         if FLAGS[name].value < 1:
-            raise app.UsageError(f"--{name}: expected >= 1, got {FLAGS[name].value}.")
+            raise app.UsageError(f"--{name}: expected an int >= 1, got {FLAGS[name].value}.")
     embedding, accuracy = train_embedding_model(
         FLAGS.dataset,
         FLAGS.embedding_dim,

@@ -17,8 +17,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("split", "test", ["train", "test"], "Which split to evaluate.")
 flags.DEFINE_integer("eval_batch_size", 64, "Evaluation batch size.")
 flags.DEFINE_integer("max_examples", 0, "Evaluate at most this many images (0: all).")
-flags.register_validator("eval_batch_size", lambda value: value >= 1, "expected >= 1")
-flags.register_validator("max_examples", lambda value: value >= 0, "expected >= 0")
+flags.register_validator("eval_batch_size", lambda value: value >= 1, "expected an int >= 1")
+flags.register_validator("max_examples", lambda value: value >= 0, "expected an int >= 0")
 
 
 def run_config(model_dir):

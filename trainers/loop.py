@@ -52,7 +52,7 @@ def make_train_step(model, optimizer, strategy, global_batch_size, clip_norm=0.0
         return loss, tape.gradient(scaled_loss, variables)
 
     if jit_compile:
-        loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
+        loss_and_grads = tf.function(loss_and_grads, jit_compile=True, autograph=False)
 
     def replica_step(images, labels):
         loss, grads = loss_and_grads(images, labels)
@@ -67,7 +67,7 @@ def make_train_step(model, optimizer, strategy, global_batch_size, clip_norm=0.0
         optimizer.apply_gradients(zip(grads, variables))
         return loss
 
-    @tf.function
+    @tf.function(autograph=False)  # no Python control flow on tensors: tracing skips the conversion
     def train_step(batch):
         per_replica = strategy.run(replica_step, args=batch)
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
@@ -81,7 +81,7 @@ def make_train_step(model, optimizer, strategy, global_batch_size, clip_norm=0.0
 def make_evaluator(model):
     """``evaluate(dataset) -> mean bits/dim`` over all images of an (images, labels) dataset."""
 
-    @tf.function
+    @tf.function(autograph=False)
     def batch_bits(images, labels):
         bits = model.per_image_bits_per_dim(model_inputs(model, images, labels), training=False)
         return tf.reduce_sum(bits), tf.shape(images)[0]

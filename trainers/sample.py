@@ -137,7 +137,7 @@ def sample_grid(model, model_dir, mode="classes", class_ids=None, image_ids=None
     if len(image_ids) != 2:
         raise ValueError(f"image_ids: mode=interpolate takes exactly two ids, got {image_ids}.")
     if steps < 2:
-        raise ValueError(f"steps: expected >= 2 (the end points included), got {steps}.")
+        raise ValueError(f"steps: expected an int >= 2 (the end points included), got {steps}.")
     image_a, image_b = load_images(model_dir, image_ids, model.image_shape, images, split, dataset, data_dir)
     samples, _ = model.interpolate(image_a, image_b, steps, num, temperature=temperature, seed=seed)
     samples = np.asarray(samples)
