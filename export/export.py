@@ -29,7 +29,10 @@ from absl import app, flags
 from trainers import binary, common_flags  # noqa: F401  (--model_dir, --checkpoint, --jit_compile)
 
 FLAGS = flags.FLAGS
-DEFAULT_MAX_BATCH_SIZE = 256  # keras_pixelcnn.export_lib's default (not imported here: it pulls in keras)
+
+# After common_flags, which starts TensorFlow quietly before this first library import.
+from keras_pixelcnn.export_lib import DEFAULT_MAX_BATCH_SIZE
+
 flags.DEFINE_string("export_base", None, "TF-Serving model base path; versions are written as <export_base>/<N>/.")
 flags.DEFINE_integer("version", None, "Version to write (must not exist); default: one more than the largest.")
 flags.DEFINE_integer(

@@ -219,8 +219,7 @@ class GatedBlock(keras.layers.Layer):
           (v_pre [B, 1, W, 2p], v_out [B, 1, W, p]): the pre-activation feeds the
           link into the next row's horizontal stack; v_out the next layer.
         """
-        window = ops.pad(window, ((0, 0), (0, 0), self.vertical_conv.causal_padding[1], (0, 0)))
-        v_pre = self.vertical_conv.conv_valid(window)
+        v_pre = self.vertical_conv.output_row(window)
         return v_pre, gate(v_pre + v_bias)
 
     def row_terms(self, link, h_bias):

@@ -164,24 +164,42 @@ class MaskedConv2D(keras.layers.Layer):
         (kh, kw), (ay, ax), (dy, dx) = self.kernel_size, self.anchor, self.dilation_rate
         return (ay * dy, (kh - 1 - ay) * dy), (ax * dx, (kw - 1 - ax) * dx)
 
-    def call(self, inputs):
+    def call(self, inputs, output_order=None):
+        """[B, H, W, in] -> [B, H, W, filters], each output at the kernel's ``anchor``.
+
+        ``output_order`` (a permutation of range(filters), or None) emits output feature
+        ``output_order[k]`` as feature k, by permuting the kernel's columns rather than the
+        (much larger) outputs.
+        """
         if self.kernel_size != (1, 1):
             inputs = ops.pad(inputs, ((0, 0),) + self.causal_padding + ((0, 0),))
-        return self.conv_valid(inputs)
+        return self._convolve(inputs, output_order)
 
-    def conv_valid(self, inputs, output_order=None):
-        """The masked convolution without padding: [B, h, w, in] -> [B, h - (kh - 1) dy, w - (kw - 1) dx, filters].
+    def output_row(self, window):
+        """One row of outputs from the rows it reads, for the cached sampler (inference only).
 
-        The cached sampler feeds it exactly the window one output needs. ``output_order``
-        (a numpy permutation of range(filters), or None) emits output feature ``output_order[k]``
-        as feature k, by permuting the kernel's columns rather than the (much larger) outputs.
+        Args:
+          window: [B, (kh - 1) dy + 1, W, in], the input rows ending at the output's row (zero rows above
+            the image), for a kernel anchored at its last row (the vertical stack's).
+
+        Returns:
+          [B, 1, W, filters]: what ``call`` gives at that row.
         """
-        kernel, mask, bias = self.kernel, self.mask, self.bias
+        (_, below), columns = self.causal_padding
+        if below:
+            raise ValueError(f"output_row: expected a kernel anchored at its last row, got {self.name}.")
+        return self._convolve(ops.pad(window, ((0, 0), (0, 0), columns, (0, 0))))
+
+    def _convolve(self, inputs, output_order=None):
+        """The masked convolution over padded ``inputs``: [B, h, w, in] -> [B, h - (kh - 1) dy, w - (kw - 1) dx, F]."""
+        kernel, bias = self.kernel, self.bias
+        mask = None if self._unmasked else ops.convert_to_tensor(self.mask, dtype=kernel.dtype)
         if output_order is not None:
-            kernel, mask = ops.take(kernel, output_order, axis=-1), mask[..., output_order]
+            kernel = ops.take(kernel, output_order, axis=-1)
+            mask = None if mask is None else ops.take(mask, output_order, axis=-1)
             bias = None if bias is None else ops.take(bias, output_order, axis=0)
-        if not self._unmasked:
-            kernel = kernel * ops.convert_to_tensor(mask, dtype=kernel.dtype)
+        if mask is not None:
+            kernel = kernel * mask
         outputs = ops.conv(inputs, ops.cast(kernel, inputs.dtype), padding="valid", dilation_rate=self.dilation_rate)
         if bias is not None:
             outputs = outputs + ops.cast(bias, outputs.dtype)

@@ -206,7 +206,7 @@ class PixelCNNBase(LikelihoodModel):
             name="head_out",
             dtype=self.dtype_policy,
         )
-        self.head_out.build((None, None, None, self.filters))  # head_params calls conv_valid, not __call__
+        self.head_out.build((None, None, None, self.filters))
         self._sample_functions = {}
         self.build()
 
@@ -293,8 +293,7 @@ class PixelCNNBase(LikelihoodModel):
         if self.head.output_order is None:
             return self.head.params_from_outputs(self.head_out(hidden))
         # The softmax head's logits straight in [..., C, 256] order: no transpose of them or their gradient.
-        # conv_valid directly (head_out is 1x1: no padding): Keras's __call__ would turn the order into a tensor.
-        outputs = self.head_out.conv_valid(hidden, output_order=self.head.output_order)
+        outputs = self.head_out(hidden, output_order=self.head.output_order)
         return self.head.params_from_ordered_outputs(outputs)
 
     # -- likelihood -----------------------------------------------------------------

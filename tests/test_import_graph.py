@@ -94,12 +94,42 @@ def test_the_library_imports_neither_trainers_nor_export(outside):
     assert not {module: names for module, names in offenders.items() if names}
 
 
-def test_the_two_constants_copied_above_the_library_equal_its_own():
-    """trainers.config and export.export define their flags before Keras is imported (the binaries
-    start TensorFlow quietly, binary.py), so they copy two of the library's constants: pinned here."""
-    from export import export
-    from keras_pixelcnn import export_lib, heads
-    from trainers import config
+def module_constants(path):
+    """{NAME: literal value} of the UPPER_CASE names a file assigns a literal at module level."""
+    constants = {}
+    for node in ast.parse(open(path, encoding="utf-8").read()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name.isupper():
+                try:
+                    constants[name] = ast.literal_eval(node.value)
+                except ValueError:  # not a literal (a computed value): not a copy anyone could drift from
+                    pass
+    return constants
 
-    assert config.HEADS == heads.HEADS
-    assert export.DEFAULT_MAX_BATCH_SIZE == export_lib.DEFAULT_MAX_BATCH_SIZE
+
+def test_the_module_constant_finder_reads_literals_only(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text('HEADS = ("a", "b")\nLIMIT = 256\nlower = 1\nDERIVED = len(HEADS)\n')
+    assert module_constants(path) == {"HEADS": ("a", "b"), "LIMIT": 256}
+
+
+# The serving clients run without keras_pixelcnn (a client machine needs only tensorflow-serving-api),
+# so they restate the wire contract (signature names) instead of importing it; equal values are pinned below.
+CLIENTS = ("export.grpc_client", "export.rest_client")
+
+
+def test_each_constant_has_one_home():
+    """A setting's name list or default is defined once (HEADS, DEFAULT_MAX_BATCH_SIZE, the precisions, ...):
+    the binaries import the library's (common_flags starts TensorFlow quietly first), never copy it."""
+    homes, ours, clients = {}, {}, {}
+    for module, path in project_modules().items():
+        for name, value in module_constants(path).items():
+            if module in CLIENTS:
+                clients[name] = value
+            else:
+                homes.setdefault((name, repr(value)), []).append(module)
+                ours[name] = value
+    assert not {key: modules for key, modules in homes.items() if len(modules) > 1}
+    restated = {name: (value, ours[name]) for name, value in clients.items() if name in ours}
+    assert restated and all(client == library for client, library in restated.values()), restated

@@ -54,3 +54,31 @@ def test_anchor_sets_the_padding():
         kp.MaskedConv2D(4, 3, anchor=(3, 0))
     with pytest.raises(ValueError, match="mask_type: expected one of"):
         kp.MaskedConv2D(4, 3, mask_type="C")
+
+
+def randomized(layer, inputs, seed=0):
+    layer(inputs)  # builds the kernel
+    rng = np.random.default_rng(seed)
+    for weight in layer.weights:
+        weight.assign(rng.normal(0.0, 0.5, weight.shape).astype("float32"))
+    return layer
+
+
+def test_output_row_is_the_call_at_the_windows_last_row():
+    """The vertical stack's sampler step: one row from the (kh - 1) dy + 1 rows ending at it."""
+    images = np.random.default_rng(1).normal(size=(2, 6, 5, 3)).astype("float32")
+    conv = randomized(kp.MaskedConv2D(6, (2, 3), mask_type=None, anchor=(1, 1), dilation_rate=2), images)
+    full = np.asarray(conv(images))
+    padded = np.pad(images, ((0, 0), (2, 0), (0, 0), (0, 0)))  # the zero rows above row 0
+    for row in range(6):
+        np.testing.assert_allclose(conv.output_row(padded[:, row : row + 3]), full[:, row : row + 1], atol=1e-5)
+    with pytest.raises(ValueError, match="output_row: expected a kernel anchored at its last row"):
+        randomized(kp.MaskedConv2D(6, 3, mask_type=None), images).output_row(padded[:, :3])
+
+
+@pytest.mark.parametrize("mask_type", [None, "B"])
+def test_output_order_permutes_the_outputs(mask_type):
+    images = np.random.default_rng(2).normal(size=(1, 3, 3, 3)).astype("float32")
+    conv = randomized(kp.MaskedConv2D(6, 1, mask_type=mask_type, color_channels=3), images)
+    order = np.array([5, 2, 0, 4, 1, 3])
+    np.testing.assert_allclose(conv(images, output_order=order), np.asarray(conv(images))[..., order], atol=1e-6)

@@ -1,6 +1,15 @@
-"""Flags shared by the train, evaluate, sample and export binaries (defined once per process)."""
+"""Flags shared by the train, evaluate, sample and export binaries (defined once per process).
+
+Every binary imports this module before its other flags, so it is where a binary's
+process starts TensorFlow quietly (binary.py): the flags take their choices and
+defaults from the library (``keras_pixelcnn.HEADS``, ...), whose import starts Keras.
+"""
 
 from absl import flags
+
+from trainers import binary
+
+binary.quiet_tensorflow_startup()  # before the library's first import below brings TensorFlow up noisily
 
 from trainers.config_flags import define_config_flags
 

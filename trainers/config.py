@@ -15,10 +15,10 @@ import json
 import os
 from typing import Optional
 
+from keras_pixelcnn.heads import HEADS
 from trainers.precision import PRECISIONS as MIXED_PRECISIONS  # auto: resolved in trainers/precision.py
 
 CONDITIONINGS = ("none", "class", "autoencoder", "embedding")
-HEADS = ("softmax", "logistic_mixture")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 
 
