@@ -3,7 +3,9 @@
 ``@binary.checked(required=...)`` gives a ``main`` the binaries' conventions
 (no positional arguments, required flags, library errors that name a flag
 raised as app.UsageError); ``binary.run(main)`` replaces ``absl.app.run(main)``
-in every entry point. Nothing here runs on library import.
+in every entry point. Nothing here runs on library import; the binaries' shared
+flags module (common_flags.py) starts TensorFlow quietly when it is imported,
+before the flags that take their choices from the library.
 
 TensorFlow prints a start-up banner from C++ before its logging is set up
 (twice: two of its shared libraries each print it), which no environment
@@ -132,7 +134,7 @@ def _one_line_usage_errors(main):
 
 
 def run(main):
-    """``absl.app.run(main)`` with a quiet start-up.
+    """``absl.app.run(main)`` with a quiet start-up (done already if the binary imported common_flags).
 
     A UsageError raised by ``main``, or an ImportError naming the extra to
     install, prints one line and exits 1.
