@@ -206,7 +206,7 @@ class PixelCNNBase(LikelihoodModel):
             name="head_out",
             dtype=self.dtype_policy,
         )
-        self.head_out.build((None, None, None, self.filters))
+        self.head_out.build((None, None, None, self.filters))  # here, as always: its weights keep their paths
         self._sample_functions = {}
         self.build()
 
