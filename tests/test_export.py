@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import app
-from conftest import call_signature, randomize_weights
+from conftest import call_signature, randomize_weights, run_main
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
 import keras_pixelcnn as kp
@@ -721,14 +721,11 @@ def exported_log_prob(path, images, labels):
 
 
 @pytest.mark.large  # large: trains two runs with the trainer, then exports them
-def test_cli_exports_the_latest_checkpoint_without_a_final_model(model_dirs, tmp_path):
+def test_cli_exports_the_latest_checkpoint_without_a_final_model(model_dirs, tmp_path, capsys):
     checkpoints_only, _, images, labels, log_probs = model_dirs
     base = tmp_path / "pixelcnn"
-    result = run_process(
-        [sys.executable, "-m", "export.export", f"--model_dir={checkpoints_only}", f"--export_base={base}"]
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"checkpoints/ckpt-2 to {base}/1" in result.stdout
+    run_main(export_cli, [f"--model_dir={checkpoints_only}", f"--export_base={base}"])
+    assert f"checkpoints/ckpt-2 to {base}/1" in capsys.readouterr().out
     assert sorted(os.listdir(base)) == ["1"]
     np.testing.assert_allclose(exported_log_prob(str(base / "1"), images, labels), log_probs["ckpt-2"], rtol=1e-5)
 

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import random_images
+from conftest import random_images, run_main
 from tensorflow.core.protobuf import saved_model_pb2
 from test_autoencoder import randomize
 
@@ -146,20 +146,17 @@ def test_export_jit_compile_must_be_a_bool(tmp_path, bad):
     assert not os.path.exists(tmp_path / "m" / "1")
 
 
-@pytest.mark.large  # large: trains, then exports with XLA through the binary
+@pytest.mark.large  # large: two SavedModel exports (XLA and graph) through the export binary's main
 def test_cli_jit_compile_flag_exports_an_xla_sampler(tmp_path):
+    from export import export as export_cli
+
     model = kp.ConditionalPixelCNN((3, 3, 1), num_layers=1, filters=4, kernel_size=3, num_classes=2)
     run = tmp_path / "run"
     run.mkdir()
     write_model_config(model, str(run))
     save_model(model, str(run))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO_ROOT)
     for flag, base in (("--jit_compile", tmp_path / "xla"), ("--nojit_compile", tmp_path / "plain")):
-        result = subprocess.run(
-            [sys.executable, "-m", "export.export", f"--model_dir={run}", f"--export_base={base}", flag],
-            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
+        run_main(export_cli, [f"--model_dir={run}", f"--export_base={base}", flag])
     functions, nodes, _ = xla_attributes_and_ops(str(tmp_path / "xla" / "1"))
     assert functions or nodes
     assert xla_attributes_and_ops(str(tmp_path / "plain" / "1")) == ([], [], [])
