@@ -134,10 +134,9 @@ def _one_line_usage_errors(main):
 
 
 def run(main):
-    """``absl.app.run(main)`` with a quiet start-up (done already if the binary imported common_flags).
+    """``absl.app.run(main)`` with one-line errors (the quiet start-up is common_flags' import, earlier).
 
     A UsageError raised by ``main``, or an ImportError naming the extra to
     install, prints one line and exits 1.
     """
-    quiet_tensorflow_startup()
     app.run(_one_line_usage_errors(main))
