@@ -143,6 +143,28 @@ def call_signature(loaded_model, signature, inputs):
     return {k: v.numpy() for k, v in outputs.items()}
 
 
+def saved_model_cli(*argv):
+    """Runs TensorFlow's ``saved_model_cli`` command line in this process; returns what it printed.
+
+    The installed ``saved_model_cli`` script is ``saved_model_cli.main``: absl parses its flags, then
+    its argparse parser picks the command (show, run). This does the same minus ``app.run``, so an
+    error is raised here (a failed ``run`` raises the graph's InvalidArgumentError) instead of exiting,
+    and the suite saves a TensorFlow start-up per command. The session-based loader it drives (TF1's
+    ``loader.load`` in a ``Session``, as TF-Serving's) is the same in any process.
+    """
+    import contextlib
+    import io
+
+    from tensorflow.python.tools import saved_model_cli as cli
+
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["saved_model_cli", *argv])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        cli.create_parser().parse_args(list(argv)).func()
+    return printed.getvalue()
+
+
 @pytest.fixture(scope="module")
 def loaded(exported):
     """{case name: SavedModel loaded in this process} for the module's ``exported`` fixture ({name: case.path})."""

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import app
-from conftest import call_signature, randomize_weights, run_main
+from conftest import call_signature, randomize_weights, run_main, saved_model_cli
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
 import keras_pixelcnn as kp
@@ -33,7 +33,6 @@ from keras_pixelcnn import export_lib
 from keras_pixelcnn.export_lib import export_saved_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
 TIMEOUT_S = 300
 SEED = np.array([5, 9], np.int64)
 TEMPERATURE = np.float32(0.8)
@@ -354,9 +353,7 @@ def parse_saved_model_cli_show(text):
 @pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
 def test_saved_model_cli_show_lists_both_signatures(exported):
     name = "class_softmax"  # the other cases' declarations: test_loaded_signatures_declare_the_contract
-    result = run_process([SAVED_MODEL_CLI, "show", "--all", "--dir", exported[name].path])
-    assert result.returncode == 0, result.stderr[-3000:]
-    signatures = parse_saved_model_cli_show(result.stdout)
+    signatures = parse_saved_model_cli_show(saved_model_cli("show", "--all", "--dir", exported[name].path))
     image_shape = "(-1, " + ", ".join(map(str, exported[name].model.image_shape)) + ")"
     conditioning = {"class_ids": ("DT_INT32", "unknown_rank")}  # inputs: shapes checked in the graph (issue 11)
     assert signatures["serving_default"] == {
@@ -377,23 +374,12 @@ def saved_model_cli_run(path, signature, inputs, outdir):
     """Runs one signature through saved_model_cli: arrays via an .npz file, scalars and small lists as literals."""
     arrays = {k: v for k, v in inputs.items() if np.ndim(v) > 1}
     literals = {k: np.asarray(v).tolist() for k, v in inputs.items() if np.ndim(v) <= 1}
-    args = [
-        SAVED_MODEL_CLI,
-        "run",
-        "--dir",
-        path,
-        "--tag_set",
-        "serve",
-        "--signature_def",
-        signature,
-        "--outdir",
-        outdir,
-    ]
+    args = ["run", "--dir", path, "--tag_set", "serve", "--signature_def", signature, "--outdir", outdir]
     args += ["--input_exprs", ";".join(f"{k}={v!r}" for k, v in literals.items())]
     if arrays:
         np.savez(os.path.join(outdir, "inputs.npz"), **arrays)
         args += ["--inputs", ";".join(f"{k}={outdir}/inputs.npz[{k}]" for k in arrays)]
-    return run_process(args)
+    saved_model_cli(*args)
 
 
 @pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
@@ -408,8 +394,7 @@ def saved_model_cli_run(path, signature, inputs, outdir):
 def test_saved_model_cli_run_matches_python_api(exported, tmp_path, name, signature):
     case = exported[name]
     inputs = case.sample_inputs if signature == "serving_default" else case.log_prob_inputs
-    result = saved_model_cli_run(case.path, signature, inputs, str(tmp_path))
-    assert result.returncode == 0, result.stderr[-3000:]
+    saved_model_cli_run(case.path, signature, inputs, str(tmp_path))
     outputs = {key: np.load(tmp_path / f"{key}.npy") for key in expected_signatures(case.model)[signature][1]}
     assert_matches_python_api(outputs, case.expected, signature)
 
@@ -418,10 +403,8 @@ def test_saved_model_cli_run_matches_python_api(exported, tmp_path, name, signat
 def test_saved_model_cli_run_refuses_a_bad_request_in_the_graph(exported, tmp_path):
     case = exported["class_softmax"]
     inputs = dict(case.sample_inputs, class_ids=np.array([0, 3], np.int32))
-    result = saved_model_cli_run(case.path, "serving_default", inputs, str(tmp_path))
-    assert result.returncode != 0
-    assert "InvalidArgumentError" in result.stderr
-    assert "class_ids: expected class ids < num_classes=3" in result.stderr
+    with pytest.raises(tf.errors.InvalidArgumentError, match="class_ids: expected class ids < num_classes=3"):
+        saved_model_cli_run(case.path, "serving_default", inputs, str(tmp_path))
     assert not os.path.exists(tmp_path / "images.npy")
 
 
