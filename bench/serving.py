@@ -17,7 +17,7 @@ Models (random initial weights; throughput does not depend on training):
     .venv/bin/python bench/serving.py                      # about 3 minutes on 2 CPU cores
     .venv/bin/python bench/serving.py --seconds=5 --threads=1,4
 
-Prints one JSON line per (model, threads) and a Markdown table.
+Prints the export's time per model, one JSON line per (model, threads) and a Markdown table.
 """
 
 import argparse
@@ -88,7 +88,10 @@ def drive(signatures, requests, threads, seconds):
 
 
 def bench(name, model, kind, thread_counts, seconds, export_dir):
+    start = time.perf_counter()
     path = keras_pixelcnn.export_saved_model(model, os.path.join(export_dir, kind))
+    export_seconds = round(time.perf_counter() - start, 2)
+    print(json.dumps(dict(model=name, export_s=export_seconds)), flush=True)
     signatures = tf.saved_model.load(path).signatures
     requests = request_mix(model, kind)
     for _, signature, inputs in requests:  # warm: the first call of each signature optimizes its graph
