@@ -501,7 +501,7 @@ def _checked_export_arguments(model, export_base, version, jit_compile, max_batc
 
 
 def _served_module(model, jit_compile, max_batch_size):
-    """(a tf.Module holding ``model``'s variables, {signature name: its concrete function}).
+    """(a tf.Module holding the signatures and the variables they read, {signature name: concrete function}).
 
     Each signature is traced once, here. (keras.export.ExportArchive, used before, traces every
     endpoint twice: once to find its variables, then again in the save, whose context is part of
