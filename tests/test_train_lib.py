@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 
 from trainers import evaluate, sample, train_lib
 from trainers.config import PRESETS, TrainConfig, resolve_dilation_rates, resolve_filters, resolve_trunk
-from trainers.loop import WeightAverage
+from trainers.loop import WeightAverage, make_evaluator
 from trainers.model_dir import load_model
 
 TINY = TrainConfig(num_layers=2, filters=8, batch_size=16, samples_per_class=0, eval_examples=32, log_every=5)
@@ -176,6 +176,20 @@ def test_ema_evaluates_the_averaged_weights(tmp_path):
     final, _ = load_model(model_dir)
     for weight, value in zip(final.trainable_weights, average.averages):
         np.testing.assert_allclose(weight.numpy(), value.numpy(), rtol=1e-6)
+
+
+def test_the_evaluator_traces_once_and_averages_over_every_image():
+    import keras_pixelcnn as kp
+
+    model = kp.ConditionalPixelCNN((4, 4, 1), num_layers=1, filters=4, kernel_size=3, num_classes=2)
+    images = np.random.default_rng(0).integers(0, 256, (10, 4, 4, 1), dtype=np.uint8)
+    labels = np.arange(10, dtype=np.int32) % 2
+    evaluate = make_evaluator(model)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)  # batches of 4, 4 and 2
+    for _ in range(2):
+        expected = np.mean(model.per_image_bits_per_dim((images, labels), training=False))
+        assert evaluate(dataset) == pytest.approx(expected, rel=1e-5)
+    assert evaluate.batch_bits.experimental_get_tracing_count() == 1
 
 
 def test_weight_average_copies_first_then_warms_its_decay_up():

@@ -79,7 +79,11 @@ def make_train_step(model, optimizer, strategy, global_batch_size, clip_norm=0.0
 
 
 def make_evaluator(model):
-    """``evaluate(dataset) -> mean bits/dim`` over all images of an (images, labels) dataset."""
+    """``evaluate(dataset) -> mean bits/dim`` over all images of an (images, labels) dataset.
+
+    The step is traced once, for any batch size (the last batch of an evaluation is usually
+    smaller); ``evaluate.batch_bits`` is that tf.function.
+    """
 
     @tf.function(autograph=False)
     def batch_bits(images, labels):
@@ -87,12 +91,14 @@ def make_evaluator(model):
         return tf.reduce_sum(bits), tf.shape(images)[0]
 
     def evaluate(dataset):
+        batch_bits.get_concrete_function(*dataset.element_spec)  # batch size None: one trace fits every batch
         total, count = 0.0, 0
         for images, labels in dataset:
             bits, n = batch_bits(images, labels)
             total, count = total + float(bits), count + int(n)
         return total / max(count, 1)
 
+    evaluate.batch_bits = batch_bits
     return evaluate
 
 
