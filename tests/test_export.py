@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import app
-from conftest import call_signature, randomize_weights, run_main, saved_model_cli
+from conftest import REPO_ROOT, call_signature, randomize_weights, run_main, saved_model_cli, subprocess_env
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
 import keras_pixelcnn as kp
@@ -32,7 +32,6 @@ from export import grpc_client
 from keras_pixelcnn import export_lib
 from keras_pixelcnn.export_lib import export_saved_model
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 300
 SEED = np.array([5, 9], np.int64)
 TEMPERATURE = np.float32(0.8)
@@ -143,8 +142,9 @@ def assert_matches_python_api(outputs, expected, signature):
 
 
 def run_process(args, **kwargs):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO_ROOT)
-    return subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, **kwargs)
+    return subprocess.run(
+        args, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT_S, **kwargs
+    )
 
 
 # -- a fresh process that never imports keras_pixelcnn -----------------------------------

@@ -21,14 +21,13 @@ from concurrent import futures
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import call_signature, random_images, randomize_weights, run_main
+from conftest import REPO_ROOT, call_signature, random_images, randomize_weights, run_main, subprocess_env
 
 import keras_pixelcnn as kp
 from export import export as export_cli
 from export import rest_client
 from keras_pixelcnn.export_lib import export_saved_model
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_BATCH = 4
 I32, I64, F32, U8 = np.int32, np.int64, np.float32, np.uint8
 PROMPT_S = 5.0  # a refused request of any size returns within this (the work it asks for would take hours)
@@ -397,9 +396,8 @@ def rest_server(loaded):
 
 
 def run_module(module, *args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO_ROOT)
     command = [sys.executable, "-m", module, *args]
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
