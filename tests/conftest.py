@@ -3,6 +3,13 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Faster XLA:CPU compiles for every XLA program of the tests (TensorFlow's jit_compile, JAX, and the
+# subprocesses, which inherit it), set before TensorFlow or JAX loads. Most of the suite's XLA time is
+# compiling many small programs (half the core suite under JAX compiles 1,020); LLVM at -O1 and XLA's
+# elemental emitters instead of its MLIR fusion emitters halve that, and at the tests' sizes the
+# programs run as fast (BUILD_NOTES, "Tiers").
+FAST_XLA_COMPILE = "--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false"
+os.environ.setdefault("XLA_FLAGS", FAST_XLA_COMPILE)
 
 import numpy as np
 import pytest

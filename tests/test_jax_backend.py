@@ -17,7 +17,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import CORE_MODULES, random_images, randomize_weights, subprocess_env
+from conftest import CORE_MODULES, FAST_XLA_COMPILE, random_images, randomize_weights, subprocess_env
 from test_autoencoder import randomize
 
 import keras_pixelcnn as kp
@@ -119,9 +119,6 @@ JAX_SCRIPT = textwrap.dedent(
     """
 )
 HEADS = ["softmax", "logistic_mixture"]
-# XLA's LLVM backend at -O1: much of the JAX processes' time is compiling small
-# programs; -O1 halves that and the programs run as fast (measured on the toy VQ-VAE's training).
-FAST_XLA_COMPILE = "--xla_backend_optimization_level=1"
 
 
 def _sample_all(model, condition):
