@@ -236,7 +236,7 @@ def run_core_suite_under_jax(modules):
     tests = os.path.dirname(os.path.abspath(__file__))
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-m",
                "not large and not slow and not tensorflow_only", *modules]  # fmt: skip
-    env = subprocess_env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1", XLA_FLAGS=FAST_XLA_COMPILE)
+    env = subprocess_env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1")  # XLA_FLAGS: conftest's
     result = subprocess.run(command, cwd=tests, env=env, capture_output=True, text=True, timeout=1200)
     summary = result.stdout.strip().splitlines()[-1]
     assert result.returncode == 0, result.stdout[-5000:]
