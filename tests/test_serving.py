@@ -12,7 +12,6 @@ import http.server
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -21,7 +20,8 @@ from concurrent import futures
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO_ROOT, call_signature, random_images, randomize_weights, run_main, subprocess_env
+from conftest import call_signature, random_images, randomize_weights, run_main
+from test_export import run_process
 
 import keras_pixelcnn as kp
 from export import export as export_cli
@@ -396,8 +396,7 @@ def rest_server(loaded):
 
 
 def run_module(module, *args):
-    command = [sys.executable, "-m", module, *args]
-    return subprocess.run(command, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    return run_process([sys.executable, "-m", module, *args])
 
 
 @pytest.mark.large  # large: uses the module's SavedModel exports (built once per module)
