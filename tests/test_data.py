@@ -41,6 +41,23 @@ def test_npz_grey_images_get_a_channel_and_the_last_tenth_is_the_test_split(tmp_
     assert test_images.dtype == np.uint8 and test_labels.dtype == np.int32
 
 
+def test_the_pipelines_batch_in_a_seeded_or_fixed_order_without_the_autotuning_model(tmp_path):
+    images, labels = images_and_labels(20)
+    path = tmp_path / "mine.npz"
+    np.savez(path, images=images, labels=labels, test_images=images[:7], test_labels=labels[:7])
+    opened = data.open_dataset(f"npz:{path}")
+    first = [next(iter(data.train_pipeline(opened, 8, seed)))[0].numpy() for seed in (1, 1, 2)]
+    assert first[0].shape == (8, 6, 6, 1)
+    np.testing.assert_array_equal(first[0], first[1])  # the seed fixes the order
+    assert not np.array_equal(first[0], first[2])
+    evaluated = [batch[0].numpy() for batch in data.eval_pipeline(opened, 4)]
+    assert [len(batch) for batch in evaluated] == [4, 3]  # the last batch is smaller
+    np.testing.assert_array_equal(np.concatenate(evaluated)[..., 0], images[:7])
+    # No autotuning model (data.py, _pipeline_options): deleting an iterator does not wait for its thread.
+    for pipeline in (data.train_pipeline(opened, 8, 1), data.eval_pipeline(opened, 4)):
+        assert pipeline.options().autotune.enabled is False
+
+
 def test_npz_with_its_own_test_part_and_without_labels(tmp_path):
     images, _ = images_and_labels(10, shape=(4, 4, 3))
     test_images, _ = images_and_labels(4, shape=(4, 4, 3), seed=1)
