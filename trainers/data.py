@@ -182,11 +182,10 @@ def eval_pipeline(data, batch_size, split="test", max_examples=None):
 def _pipeline_options():
     """tf.data options of both pipelines: no autotuning model.
 
-    Its background thread makes deleting an iterator wait for it, up to 2 s on a busy CPU
-    (measured on 2 cores: each run's training iterator and each evaluation's paid it, about
-    a fifth of the trainer tests' wall time). These pipelines have nothing for it to tune
-    but the prefetch depth, which the legacy prefetch autotuner still grows when the
-    consumer waits; tfds's parallel map keeps TensorFlow's default parallelism.
+    With it, deleting a run's training iterator waited 0.5-2 s on a busy CPU (up to a
+    fifth of the trainer tests' wall time on 2 cores). These pipelines have nothing for
+    it to tune but the prefetch depth, which TensorFlow's legacy prefetch autotuner still
+    grows; tfds's parallel map keeps TensorFlow's default parallelism.
     """
     options = tf.data.Options()
     options.autotune.enabled = False
