@@ -307,6 +307,30 @@ def test_weight_decay_selects_adamw():
     assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.weight_decay == 0.1
 
 
+def test_the_schedule_is_traced_once_per_step_and_updates_as_keras_s_own():
+    """AdamW's weight decay asks for the rate once per variable: OncePerStep traces it once."""
+    cosine = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=5)
+    grads = [tf.constant(np.full(shape, 0.5, np.float32)) for shape in ((3, 2), (2,), (4,))]
+
+    def train(schedule):
+        variables = [tf.Variable(np.ones(g.shape, np.float32)) for g in grads]
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.3)
+        step = tf.function(lambda: optimizer.apply_gradients(zip(grads, variables)))
+        cosines = sum(op.type == "Cos" for op in step.get_concrete_function().graph.get_operations())
+        for _ in range(3):
+            step()
+        return cosines, [v.numpy() for v in variables], float(optimizer.learning_rate)
+
+    (raw_cosines, raw, raw_rate), (cosines, once, rate) = train(cosine), train(train_lib.OncePerStep(cosine))
+    assert (raw_cosines, cosines) == (4, 1)  # one per variable plus Adam's own; then one in all
+    for expected, got in zip(raw, once):
+        np.testing.assert_array_equal(got, expected)
+    assert rate == raw_rate == pytest.approx(float(cosine(3)))  # eagerly: the rate at the current step
+    schedules = keras.optimizers.schedules
+    restored = schedules.deserialize(schedules.serialize(train_lib.OncePerStep(cosine)))
+    assert isinstance(restored, train_lib.OncePerStep) and float(restored(2)) == pytest.approx(float(cosine(2)))
+
+
 def test_run_config_json_round_trip_partial_files_and_absolute_paths(tmp_path, monkeypatch):
     config = TrainConfig(dataset="npz:data/x.npz", embedding_model="e.keras", conditioning="embedding")
     assert TrainConfig.from_json(config.to_json()) == config
