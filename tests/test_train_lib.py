@@ -386,7 +386,7 @@ def _tall_npz(tmp_path):
     return f"npz:{path}"
 
 
-@pytest.mark.large  # large: two trainer runs of an 8 x 5x5 trunk and three refused resumes
+@pytest.mark.large  # large: two trainer runs of an 8 x 5x5 trunk (and two refused resumes)
 def test_the_sized_trunk_is_recorded_and_a_resume_must_ask_for_it(tmp_path):
     config = TrainConfig(dataset=_tall_npz(tmp_path), filters=4, batch_size=8, train_steps=2, eval_every=2,
                          samples_per_class=0, eval_examples=16)  # fmt: skip
