@@ -326,6 +326,9 @@ def test_the_schedule_is_traced_once_per_step_and_updates_as_keras_s_own():
     for expected, got in zip(raw, once):
         np.testing.assert_array_equal(got, expected)
     assert rate == raw_rate == pytest.approx(float(cosine(3)))  # eagerly: the rate at the current step
+    once = train_lib.OncePerStep(cosine)
+    graph = tf.function(lambda: (once(tf.constant(1)), once(tf.constant(4)))).get_concrete_function().graph
+    assert sum(op.type == "Cos" for op in graph.get_operations()) == 2  # another step is traced anew
     schedules = keras.optimizers.schedules
     restored = schedules.deserialize(schedules.serialize(train_lib.OncePerStep(cosine)))
     assert isinstance(restored, train_lib.OncePerStep) and float(restored(2)) == pytest.approx(float(cosine(2)))

@@ -109,8 +109,9 @@ class OncePerStep(keras.optimizers.schedules.LearningRateSchedule):
 
     Keras's AdamW asks once per variable in its weight decay (84 times a step for an 8-layer
     model), each request tracing the schedule again: 1-2 s of a run's start-up on this CPU.
-    Every request of one step reads the same iteration count (it advances after the
-    update), so the first value serves them all. Eagerly, each call is computed.
+    Every request of one step passes the same iteration variable (it advances after the
+    update), so the first value serves them all; another step argument is traced anew.
+    Eagerly, each call is computed.
 
     Args:
       schedule: a keras.optimizers.schedules.LearningRateSchedule.
@@ -118,15 +119,16 @@ class OncePerStep(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, schedule):
         self.schedule = schedule
-        self._traced = weakref.WeakKeyDictionary()  # the step's graph -> the rate traced in it
+        self._traced = weakref.WeakKeyDictionary()  # graph -> (step, the rate traced for it)
 
     def __call__(self, step):
         if tf.executing_eagerly():
             return self.schedule(step)
         graph = tf.compat.v1.get_default_graph()
-        if graph not in self._traced:
-            self._traced[graph] = self.schedule(step)
-        return self._traced[graph]
+        traced = self._traced.get(graph)
+        if traced is None or traced[0] is not step:
+            traced = self._traced[graph] = (step, self.schedule(step))
+        return traced[1]
 
     def get_config(self):
         return {"schedule": keras.optimizers.schedules.serialize(self.schedule)}
