@@ -9,7 +9,12 @@ import tensorflow as tf
 from conftest import random_images, randomize_weights
 
 import keras_pixelcnn as kp
-from keras_pixelcnn.heads import LogisticMixtureHead, _tfp_mixture_log_prob, discretized_logistic_mixture_log_prob
+from keras_pixelcnn.heads import (
+    LogisticMixtureHead,
+    SoftmaxHead,
+    _tfp_mixture_log_prob,
+    discretized_logistic_mixture_log_prob,
+)
 
 
 def np_log_softmax(x):
@@ -84,6 +89,34 @@ def random_mixture_params(rng, shape, channels, k):
     rows = params[..., k:].reshape(shape + (-1, k))
     rows[..., channels : 2 * channels, :] = rng.uniform(-10, 0, rows[..., channels : 2 * channels, :].shape)  # tiny too
     return params.astype(np.float32)
+
+
+def test_heads_configured_alike_share_one_compiled_log_prob_on_jax():
+    """Heads hold no weights: equal when configured alike, and on JAX one program per shape for all of them."""
+    assert SoftmaxHead(3) == SoftmaxHead(3) and hash(SoftmaxHead(3)) == hash(SoftmaxHead(3))
+    assert SoftmaxHead(3) != SoftmaxHead(3, levels=16) and SoftmaxHead(1) != LogisticMixtureHead(1, 1)
+    assert LogisticMixtureHead(3, 2) == LogisticMixtureHead(3, 2) != LogisticMixtureHead(3, 4)
+    params, images = random_mixture_params(np.random.default_rng(0), (2, 3, 5), 3, 2), random_images((2, 3, 5, 3))
+    compiles = []
+    if keras.backend.backend() == "jax":
+        import jax.monitoring
+
+        def count(event, duration, **kwargs):
+            compiles.extend([event] if event.endswith("backend_compile_duration") else [])
+
+        jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        first = LogisticMixtureHead(3, 2).log_prob(params, images)
+        first_compiles = len(compiles)
+        second = LogisticMixtureHead(3, 2).log_prob(params, images)  # another head, configured alike
+    finally:
+        if keras.backend.backend() == "jax":
+            jax.monitoring.unregister_event_duration_listener(count)
+    if keras.backend.backend() == "jax":
+        assert (first_compiles, len(compiles)) == (1, 1)  # eagerly, op by op, this head compiled 46
+    np.testing.assert_array_equal(second, first)
+    op_by_op = LogisticMixtureHead.log_prob.__wrapped__(LogisticMixtureHead(3, 2), params, images)
+    np.testing.assert_allclose(first, op_by_op, rtol=1e-6)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
