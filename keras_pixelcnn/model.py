@@ -335,7 +335,8 @@ class PixelCNNBase(LikelihoodModel):
             and GPU), True (XLA: the whole sampling loop is one compiled program,
             tf.function(jit_compile=True) or jax.jit; the first call per batch
             size compiles it, ~1-3 s for small models) or False (TensorFlow: a
-            graph, op by op; JAX: the loops run uncompiled around compiled ops).
+            graph, op by op; JAX: the ops outside the loops run eagerly, and the
+            loops, which JAX always compiles, are compiled afresh at every call).
 
         Returns:
           uint8 tensor [B, H, W, C] (int32 codes with ``num_categories``).
