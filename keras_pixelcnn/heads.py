@@ -50,7 +50,7 @@ def _one_program_on_jax(method):
     (its trunk's ops already compiled) took 49 programs, and 3 with its head as one. Inside an
     enclosing ``jax.jit`` (fit, the samplers) the program is inlined. TensorFlow, whose eager
     ops are not compiled and whose graphs trace the method as it is, and symbolic
-    ``KerasTensor`` inputs (a model's build) run the method unchanged.
+    ``KerasTensor`` inputs run the method unchanged.
     """
 
     @functools.wraps(method)

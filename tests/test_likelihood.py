@@ -102,7 +102,8 @@ def test_heads_configured_alike_share_one_compiled_log_prob_on_jax():
         import jax.monitoring
 
         def count(event, duration, **kwargs):
-            compiles.extend([event] if event.endswith("backend_compile_duration") else [])
+            if event.endswith("backend_compile_duration"):
+                compiles.append(event)
 
         jax.monitoring.register_event_duration_secs_listener(count)
     try:
