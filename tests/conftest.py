@@ -1,6 +1,7 @@
 """Shared test helpers: random weights and images, the causality probe, the binaries' flags and subprocesses."""
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Faster XLA:CPU compiles for every XLA program of the tests (TensorFlow's jit_compile, JAX, and the
@@ -134,9 +135,30 @@ def subprocess_env(**extra):
 
 @pytest.fixture(autouse=True)
 def _seed():
-    import keras  # here, not at the top: pytest-xdist's controller process never needs TensorFlow
+    """Each test starts from seed 0: what keras.utils.set_random_seed(0) resets, but TensorFlow's kernel cache.
 
-    keras.utils.set_random_seed(0)
+    Its tf.random.set_seed also clears TensorFlow's eager kernel cache (to restart stateful random
+    kernels; the library draws statelessly), so every function a module fixture had traced or loaded
+    was instantiated and optimized again in every test: ~0.3 s per exported sampling signature, 40 s of
+    CPU in the export and serving files. So the seeds are reset one by one: Python's, NumPy's, Keras's
+    global SeedGenerator and, once TensorFlow is loaded, its eager global seed and op-seed sequence
+    (the two attributes tf.random.set_seed sets).
+    """
+    import random
+
+    from keras.src.backend.common import global_state  # here: the xdist controller never imports Keras
+    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+    from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+
+    random.seed(0)
+    np.random.seed(0)
+    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, 0)
+    global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, None)  # rebuilt from the seed on first use
+    if "tensorflow" in sys.modules:
+        from tensorflow.python.eager import context
+
+        eager = context.context()
+        eager._seed, eager._rng = 0, random.Random(0)
 
 
 # -- exported SavedModels (test_export.py, test_autoencoder_export.py, test_serving.py) ----------------
