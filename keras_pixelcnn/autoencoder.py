@@ -198,8 +198,9 @@ class PixelCNNAutoEncoder(LikelihoodModel):
         return self.decoder.spatial_condition
 
     def build(self, input_shape=None):
-        """Creates every weight by a symbolic pass (the shapes follow from the config)."""
-        self.call(keras.KerasTensor((None,) + self.image_shape, dtype="float32"))
+        """Builds an unbuilt encoder by a symbolic pass (a functional one is built); the decoder built itself."""
+        if not self.encoder.built:
+            self._encode(keras.KerasTensor((None,) + self.image_shape, dtype="float32"))
         self.built = True
 
     # -- forward pass -----------------------------------------------------------------

@@ -64,6 +64,14 @@ class ConditionNetwork(keras.layers.Layer):
             deconv.build(grid_shape)
             grid_shape = deconv.compute_output_shape(grid_shape)
 
+    def compute_output_shape(self, condition_shape):
+        """h [B, num_classes or D], or s [B, H, W, spatial_channels]."""
+        if self.spatial:
+            height, width, _ = self.image_shape
+            return (condition_shape[0], height, width, self.spatial_channels)
+        depth = self.num_classes if self.num_classes is not None else condition_shape[-1]
+        return (condition_shape[0], depth)
+
     def call(self, condition):
         if self.num_classes is not None:
             h = ops.one_hot(ops.cast(condition, "int32"), self.num_classes, dtype=self.compute_dtype)

@@ -233,14 +233,26 @@ class PixelCNNBase(LikelihoodModel):
         """Scaled images [B, H, W, C] and h or s -> features [B, H, W, filters]."""
         raise NotImplementedError
 
+    def _build_trunk(self, input_shape, condition_shape):
+        """Builds the trunk's layers for inputs ``input_shape`` and h or s of ``condition_shape``."""
+        raise NotImplementedError
+
     def build(self, input_shape=None):
-        """Creates every weight by a symbolic pass (the shapes follow from the config)."""
-        images = keras.KerasTensor((None,) + self.image_shape, dtype="float32")
-        if self.num_classes is not None:
-            condition = keras.KerasTensor((None,), dtype="int32")
-        elif self.condition_shape is not None:
-            condition = keras.KerasTensor((None,) + self.condition_shape, dtype="float32")
-        self.call(images if not self.conditioned else (images, condition))
+        """Creates every weight: each layer's build gets the shapes its call will see (they follow from the config).
+
+        The weights a symbolic pass of ``call`` would create (test_api.py), without its cost: on
+        TensorFlow it traces every op of the forward pass, half the time of building a model.
+        """
+        height, width, _ = self.image_shape
+        condition_shape = None
+        if self.conditioned:
+            raw = (None,) if self.num_classes is not None else (None,) + self.condition_shape
+            self.condition_network.build(raw)
+            condition_shape = self.condition_network.compute_output_shape(raw)
+        if self.input_embedding is not None:
+            self.input_embedding.build((None,) + self.image_shape)
+        self._build_trunk((None, height, width, self.input_features), condition_shape)
+        self.head_hidden.build((None, height, width, self.filters))
         self.built = True
 
     # -- forward pass ---------------------------------------------------------------
@@ -453,6 +465,11 @@ class ConditionalPixelCNN(PixelCNNBase):
             for index in range(self.num_layers)
         )
 
+    def _build_trunk(self, input_shape, condition_shape):
+        for block in self.blocks:
+            block.build(input_shape, input_shape, condition_shape)
+            input_shape = tuple(input_shape[:-1]) + (self.filters,)
+
     def _trunk(self, x, condition, training):
         v = h = x
         skips = []
@@ -498,6 +515,11 @@ class PixelCNN(PixelCNNBase):
             )
             for index in range(self.num_layers)
         )
+
+    def _build_trunk(self, input_shape, condition_shape):
+        for block in self.blocks:
+            block.build(input_shape, condition_shape)
+            input_shape = tuple(input_shape[:-1]) + (self.filters,)
 
     def _trunk(self, x, condition, training):
         for block in self.blocks:

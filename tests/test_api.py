@@ -83,6 +83,48 @@ def test_keras_file_round_trip_gives_identical_log_probs(tmp_path, model_class, 
     assert clone.count_params() == model.count_params()
 
 
+
+def symbolic_build(model, input_shape=None):
+    """The reference build: one symbolic pass of ``call``, which builds each layer as it is first used."""
+    images = keras.KerasTensor((None,) + model.image_shape, dtype="float32")
+    condition = None
+    if model.num_classes is not None:
+        condition = keras.KerasTensor((None,), dtype="int32")
+    elif model.condition_shape is not None:
+        condition = keras.KerasTensor((None,) + model.condition_shape, dtype="float32")
+    model.call(images if condition is None else (images, condition))
+    model.built = True
+
+
+@pytest.mark.parametrize(
+    "model_class, kwargs",
+    [
+        (
+            kp.ConditionalPixelCNN,
+            dict(num_classes=3, spatial_condition=True, skip_connections=True, dilation_rates=[2, 1]),
+        ),
+        (kp.ConditionalPixelCNN, dict(head="logistic_mixture", num_mixtures=2, condition_shape=(5,), dropout=0.1)),
+        (kp.ConditionalPixelCNN, dict(num_categories=7, condition_shape=(2,), spatial_condition=True)),
+        (kp.PixelCNN, dict(gated=True, num_classes=2)),
+        (kp.PixelCNNAutoEncoder, dict(bottleneck_dim=3, spatial_condition=True)),
+    ],
+)
+def test_the_layer_by_layer_build_creates_the_weights_of_a_symbolic_pass(monkeypatch, model_class, kwargs):
+    """Models build each layer from the shapes the config fixes; the same weights (paths, shapes, seeded values,
+    order) as a symbolic pass of the forward pass, which on TensorFlow traces every op."""
+
+    def make():
+        keras.utils.set_random_seed(3)
+        return model_class((5, 4, 3), num_layers=2, filters=6, kernel_size=3, name="model", **kwargs)
+
+    built = make()
+    monkeypatch.setattr(kp.PixelCNNBase, "build", symbolic_build)
+    reference = make()
+    assert [w.path for w in built.weights] == [w.path for w in reference.weights]
+    for weight, expected in zip(built.weights, reference.weights):
+        np.testing.assert_array_equal(weight.numpy(), expected.numpy(), err_msg=weight.path)
+    assert all(layer.built for layer in built._flatten_layers())
+
 # -- clear errors ------------------------------------------------------------------------------
 
 
