@@ -729,14 +729,11 @@ def test_export_prefers_the_final_model_and_honours_checkpoint(model_dirs, tmp_p
         export_cli.export_from_model_dir(str(full), base, version=5)
 
 
-@pytest.mark.large  # large: a subprocess of the export binary
 def test_cli_fails_with_an_error_naming_the_flag(tmp_path):
+    """The binary's main (a usage error exits 1 with its one line: test_binaries.py)."""
     missing = tmp_path / "run"
-    result = run_process(
-        [sys.executable, "-m", "export.export", f"--model_dir={missing}", f"--export_base={tmp_path}/b"]
-    )
-    assert result.returncode != 0
-    assert f"model_dir: {missing} is not a directory" in result.stderr
+    with pytest.raises(app.UsageError, match=f"^--model_dir: {re.escape(str(missing))} is not a directory"):
+        run_main(export_cli, [f"--model_dir={missing}", f"--export_base={tmp_path}/b"])
     assert not os.path.exists(tmp_path / "b")
 
 
