@@ -1,5 +1,6 @@
 """Shared test helpers: random weights and images, the causality probe, the binaries' flags and subprocesses."""
 
+import gc
 import os
 import sys
 
@@ -15,6 +16,11 @@ os.environ.setdefault("XLA_FLAGS", FAST_XLA_COMPILE)
 import numpy as np
 import pytest
 from absl import flags
+
+# Fewer garbage collections: tracing and building models allocate millions of short-lived
+# objects, and at Python's default thresholds (700, 10, 10) collecting took 4.1 of 82 s of two
+# trainer and sampler test files (1.8 s of 75 s at these; one core each, gc.callbacks timing).
+gc.set_threshold(20000, 20, 20)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -47,32 +47,58 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert mirrored.num_replicas_in_sync == 2
-    for clip_norm, out in json.loads(sys.argv[1]):
+    cases, model_dir, report = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+    for clip_norm, out in cases:
         loss_1, weights_1 = one_sgd_step(tf.distribute.get_strategy(), clip_norm)
         loss_2, weights_2 = one_sgd_step(mirrored, clip_norm)
         np.savez(out, loss=[loss_1, loss_2], **{f"one_{i}": w for i, w in enumerate(weights_1)},
                  **{f"two_{i}": w for i, w in enumerate(weights_2)})
+
+    # The trainer binary's main with a global batch its 2 replicas cannot split.
+    from absl import app, flags
+    from trainers import train
+    flags.FLAGS(["train", f"--model_dir={model_dir}", "--strategy=mirrored", "--devices=/cpu:0,/cpu:1",
+                 "--batch_size=5"])
+    try:
+        train.main(["train"])
+        error = None
+    except app.UsageError as usage_error:
+        error = str(usage_error)
+    json.dump({"usage_error": error}, open(report, "w"))
     """
 )
 
 
 @pytest.fixture(scope="module")
 def mirrored_results(tmp_path_factory):
-    """{clip_norm: the npz of one SGD step on one device and on 2 mirrored ones}, from one subprocess."""
-    outs = [tmp_path_factory.mktemp("mirrored") / f"clip_{clip_norm}.npz" for clip_norm in CLIP_NORMS]
-    cases = json.dumps([[clip_norm, str(out)] for clip_norm, out in zip(CLIP_NORMS, outs)])
-    subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, cases], env=subprocess_env(), check=True, timeout=300)
-    return {clip_norm: np.load(out) for clip_norm, out in zip(CLIP_NORMS, outs)}
+    """({clip_norm: the npz of one SGD step on one device and on 2 mirrored ones}, {"usage_error": the trainer's
+    refusal of batch_size=5}, the refused run's model_dir), from one subprocess."""
+    out = tmp_path_factory.mktemp("mirrored")
+    outs = [out / f"clip_{clip_norm}.npz" for clip_norm in CLIP_NORMS]
+    cases = json.dumps([[clip_norm, str(path)] for clip_norm, path in zip(CLIP_NORMS, outs)])
+    command = [sys.executable, "-c", MIRRORED_SCRIPT, cases, str(out / "run"), str(out / "report.json")]
+    subprocess.run(command, env=subprocess_env(), check=True, timeout=300)
+    steps = {clip_norm: np.load(path) for clip_norm, path in zip(CLIP_NORMS, outs)}
+    return steps, json.loads((out / "report.json").read_text()), out / "run"
 
 
 @pytest.mark.large  # large: a subprocess on 2 logical CPUs (~10 s)
 @pytest.mark.parametrize("clip_norm", CLIP_NORMS)
 def test_mirrored_sgd_step_equals_the_single_device_step(mirrored_results, clip_norm):
-    result = mirrored_results[clip_norm]
+    result = mirrored_results[0][clip_norm]
     np.testing.assert_allclose(result["loss"][1], result["loss"][0], rtol=1e-5)
     count = sum(name.startswith("one_") for name in result.files)
     for i in range(count):
         np.testing.assert_allclose(result[f"two_{i}"], result[f"one_{i}"], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.large  # large: the same subprocess
+def test_the_trainer_refuses_a_batch_its_replicas_cannot_split(mirrored_results):
+    """--strategy=mirrored over 2 devices with --batch_size=5: a usage error naming the flag (it exits 1 with
+    that line: test_binaries.py), before the run writes anything."""
+    _, report, model_dir = mirrored_results
+    assert report["usage_error"] == "--batch_size: the global batch must split evenly over 2 replicas, got 5."
+    assert not model_dir.exists()
 
 
 def free_ports(count):

@@ -135,23 +135,6 @@ def test_unknown_dataset_or_head_is_a_flag_error(argv, pattern):
         run_main(train, ["--model_dir=/tmp/unused", *argv])
 
 
-@pytest.mark.large  # large: a trainer subprocess on 2 logical CPUs
-def test_bad_batch_for_replicas_exits_non_zero_with_its_message(tmp_path):
-    script = (
-        "import sys, tensorflow as tf\n"
-        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
-        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
-        "from trainers import train\n"
-        "sys.argv = ['train', '--model_dir=%s', '--strategy=mirrored', '--devices=/cpu:0,/cpu:1', '--batch_size=5']\n"
-        "train.run()\n" % (tmp_path / "run")
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=subprocess_env(), capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 1
-    assert "--batch_size: the global batch must split evenly over 2 replicas, got 5" in result.stderr
-
-
 @pytest.mark.large  # large: a trainer run to a NaN loss, then a load of its checkpoint
 def test_nan_loss_stops_with_a_message_and_a_usable_checkpoint(tmp_path, monkeypatch, caplog):
     model_dir = str(tmp_path / "run")
