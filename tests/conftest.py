@@ -51,17 +51,19 @@ CORE_MODULES = (
 LONGEST_FIRST = (
     "test_jax_backend.py::TestCoreSuiteUnderJaxFirstHalf",
     "test_jax_backend.py::TestCoreSuiteUnderJaxSecondHalf",
-    "test_export.py",
     "test_train_lib.py",
-    "test_trainers.py",
     "test_autoencoder.py",
+    "test_trainers.py",
+    "test_export.py",
     "test_jax_backend.py",
     "test_autoencoder_trainers.py",
-    "test_xla_export.py",
     "test_xla_sampling.py",
-    "test_autoencoder_export.py",
-    "test_serving.py",
+    "test_binaries.py",
+    "test_xla_export.py",
+    "test_distributed.py",
+    "test_fast_sampling.py",
     "test_quality_bench.py",
+    "test_autoencoder_export.py",
 )
 
 

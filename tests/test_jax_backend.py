@@ -26,7 +26,8 @@ pytest.importorskip("jax")
 
 JAX_SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
+    import gc, json, os, sys
+    gc.set_threshold(20000, 20, 20)  # as conftest.py
     import numpy as np
     import keras
     import keras_pixelcnn as kp
