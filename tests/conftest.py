@@ -147,7 +147,7 @@ def _seed():
 
     Its tf.random.set_seed also clears TensorFlow's eager kernel cache (to restart stateful random
     kernels; the library draws statelessly), so every function a module fixture had traced or loaded
-    was instantiated and optimized again in every test: ~0.3 s per exported sampling signature, 40 s of
+    was instantiated and optimized again in every test: ~0.3 s per exported sampling signature, 34 s of
     CPU in the export and serving files. So the seeds are reset one by one: Python's, NumPy's, Keras's
     global SeedGenerator and, once TensorFlow is loaded, its eager global seed and op-seed sequence
     (the two attributes tf.random.set_seed sets).

@@ -83,7 +83,6 @@ def test_keras_file_round_trip_gives_identical_log_probs(tmp_path, model_class, 
     assert clone.count_params() == model.count_params()
 
 
-
 def symbolic_build(model, input_shape=None):
     """The reference build: one symbolic pass of ``call``, which builds each layer as it is first used."""
     images = keras.KerasTensor((None,) + model.image_shape, dtype="float32")
@@ -124,6 +123,7 @@ def test_the_layer_by_layer_build_creates_the_weights_of_a_symbolic_pass(monkeyp
     for weight, expected in zip(built.weights, reference.weights):
         np.testing.assert_array_equal(weight.numpy(), expected.numpy(), err_msg=weight.path)
     assert all(layer.built for layer in built._flatten_layers())
+
 
 # -- clear errors ------------------------------------------------------------------------------
 
