@@ -27,11 +27,13 @@ def test_different_conditions_change_every_pixel(form, head, model_class):
     )
     images = np.repeat(random_images((1, 4, 5, 3)), 4, axis=0)  # the same image four times
     out = np.asarray(model((images, condition)))
+    # Compared at the same batch position: CPU kernels may round a row differently at another.
+    reference = np.asarray(model((images, np.repeat(condition[:1], 4, axis=0))))
     per_pixel = lambda a, b: np.abs(a - b).reshape(4, 5, -1).max(axis=-1)
-    np.testing.assert_array_equal(out[0], out[3])  # same condition -> same output
+    np.testing.assert_array_equal(out[3], reference[3])  # same condition -> same output
     for other in (1, 2):
-        assert per_pixel(out[0], out[other]).min() > 1e-4, "some pixel ignores the condition"
-    assert np.abs(out[0, 0, 0] - out[1, 0, 0]).max() > 1e-4  # pixel (0, 0) is conditioned too
+        assert per_pixel(out[other], reference[other]).min() > 1e-4, "some pixel ignores the condition"
+    assert np.abs(out[1, 0, 0] - reference[1, 0, 0]).max() > 1e-4  # pixel (0, 0) is conditioned too
 
 
 def test_spatial_map_has_the_image_size_and_is_applied_per_location():
