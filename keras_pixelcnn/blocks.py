@@ -20,7 +20,7 @@ import math
 import keras
 from keras import ops
 
-from keras_pixelcnn.masked_conv import MaskedConv2D, group_major_order
+from keras_pixelcnn.masked_conv import MaskedConv2D, group_major
 from keras_pixelcnn.validation import check_multiple, check_odd_kernel_size, check_positive_int, check_rate
 
 
@@ -229,7 +229,7 @@ class GatedBlock(keras.layers.Layer):
           link: ``vertical_link`` of the previous row's v_pre, [B, 1, W, 2p].
           h_bias: the horizontal condition term (broadcastable to [B, 1, W, 2p]).
         """
-        return ops.take((link + h_bias)[:, 0], group_major_order(2 * self.filters, self.color_channels), axis=-1)
+        return group_major((link + h_bias)[:, 0], self.color_channels)
 
     def pixel_weights(self, dtype):
         """The weights ``pixel_group`` uses, in ``dtype`` (computed once per sampling run)."""

@@ -132,8 +132,7 @@ class CachedSampler:
 
         def pixel_step(j, carry):
             history, row = carry
-            pixel_terms = [ops.take(t, j, axis=1) for t in terms]
-            values, inputs = self.pixel(run, pixel_terms, ops.take(noise, j, axis=0), history)
+            values, inputs = self.pixel(run, [t[:, j] for t in terms], noise[j], history)
             history = [
                 ops.concatenate([past[:, features:], new], axis=-1)
                 for past, new, features in zip(history, inputs, self.input_features, strict=True)

@@ -9,8 +9,10 @@ without XLA, whether the steps are drawn one at a time or a row at once.
 import numpy as np
 from keras import ops
 
-_GOLDEN = 0x9E3779B9  # odd constants of the integer hash (lowbias32, C. Wellons)
-_MIX_1, _MIX_2 = 0x7FEB352D, 0x846CA68B
+# Odd constants of the integer hash (lowbias32, C. Wellons), as NumPy uint32: a graph constant each,
+# where a Python int converted to uint32 is a constant and a cast.
+_GOLDEN = np.uint32(0x9E3779B9)
+_MIX_1, _MIX_2 = np.uint32(0x7FEB352D), np.uint32(0x846CA68B)
 
 
 def normalize_seed(seed):
@@ -43,23 +45,19 @@ def seed_words(seed):
     return ops.stack(words)
 
 
-def _uint32(value):
-    return ops.convert_to_tensor(value, "uint32")
-
-
 def _mix(x):
     """lowbias32: a 32-bit integer hash with good avalanche, on uint32 tensors (exact under XLA too)."""
-    x = ops.bitwise_xor(x, ops.right_shift(x, _uint32(16)))
-    x = x * _uint32(_MIX_1)
-    x = ops.bitwise_xor(x, ops.right_shift(x, _uint32(15)))
-    x = x * _uint32(_MIX_2)
-    return ops.bitwise_xor(x, ops.right_shift(x, _uint32(16)))
+    x = ops.bitwise_xor(x, ops.right_shift(x, np.uint32(16)))
+    x = x * _MIX_1
+    x = ops.bitwise_xor(x, ops.right_shift(x, np.uint32(15)))
+    x = x * _MIX_2
+    return ops.bitwise_xor(x, ops.right_shift(x, np.uint32(16)))
 
 
 def seed_key(seed):
     """An int64 [2] seed (or its uint32 [4] ``seed_words``) -> a uint32 scalar key hashing all 128 bits."""
     words = seed if _is_words(seed) else seed_words(seed)
-    key = _uint32(_GOLDEN)
+    key = _GOLDEN
     for index in range(4):
         key = _mix(ops.bitwise_xor(key, words[index]))
     return key
@@ -86,11 +84,11 @@ def uniform_noise(key, steps, batch_size, size):
     Returns:
       float32 [S, B, size], values (m + 0.5) / 2**24 for integers m (never 0 or 1).
     """
-    step_keys = _mix(ops.bitwise_xor(_mix(ops.cast(steps, "uint32") + _uint32(_GOLDEN)), key))
+    step_keys = _mix(ops.bitwise_xor(_mix(ops.cast(steps, "uint32") + _GOLDEN), key))
     counters = ops.cast(ops.reshape(ops.arange(batch_size * size), (1, batch_size, size)), "uint32")
     step_keys = step_keys[:, None, None]
     bits = _mix(ops.bitwise_xor(_mix(ops.bitwise_xor(counters, step_keys)), step_keys))
-    mantissa = ops.cast(ops.right_shift(bits, _uint32(8)), "float32")
+    mantissa = ops.cast(ops.right_shift(bits, np.uint32(8)), "float32")
     return (mantissa + 0.5) * (1.0 / 2**24)
 
 

@@ -1,11 +1,18 @@
-"""The binaries as a newcomer meets them: a quiet start, one-line usage errors, default paths, finished reruns."""
+"""The binaries as a newcomer meets them: a quiet start, one-line usage errors, default paths, finished reruns.
 
+The start-up and the errors are checked in subprocesses, as a user runs the binaries; what the
+binaries do with a finished run is checked in this process (``run_main``: the same flags and main).
+"""
+
+import logging
 import os
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT, subprocess_env
+from conftest import REPO_ROOT, run_main, subprocess_env
+
+from trainers import sample, train
 
 TINY = ["--num_layers=1", "--filters=4", "--batch_size=8", "--samples_per_class=1", "--eval_examples=16"]
 
@@ -36,21 +43,20 @@ def test_a_cpu_run_starts_quietly(finished_run):
 
 
 @pytest.mark.large  # large: uses a trainer run made in a subprocess (once per module)
-def test_rerunning_a_finished_run_says_so_without_evaluating(finished_run):
+def test_rerunning_a_finished_run_says_so_without_evaluating(finished_run, caplog):
     model_dir, _ = finished_run
-    result = run_binary("trainers.train", f"--model_dir={model_dir}", "--train_steps=2", "--eval_every=2", *TINY)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "is already at train_steps=2: nothing to do" in result.stderr
-    assert "test bits/dim" not in result.stderr
+    caplog.set_level(logging.INFO, logger="absl")
+    run_main(train, [f"--model_dir={model_dir}", "--train_steps=2", "--eval_every=2", *TINY, "--verbosity=0"])
+    assert "is already at train_steps=2: nothing to do" in caplog.text
+    assert "test bits/dim" not in caplog.text
 
 
 @pytest.mark.large  # large: uses a trainer run made in a subprocess (once per module)
-def test_sample_writes_into_the_model_dir_by_default(finished_run):
+def test_sample_writes_into_the_model_dir_by_default(finished_run, capsys):
     model_dir, _ = finished_run
-    result = run_binary("trainers.sample", f"--model_dir={model_dir}", "--num=2")
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_main(sample, [f"--model_dir={model_dir}", "--num=2"])
     path = os.path.join(model_dir, "samples", "classes.png")
-    assert os.path.exists(path) and path in result.stdout
+    assert os.path.exists(path) and path in capsys.readouterr().out
 
 
 @pytest.mark.large  # large: a subprocess of the trainer binary
