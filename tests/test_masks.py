@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import keras_pixelcnn as kp
+from keras_pixelcnn.masked_conv import group_features, group_major
 
 
 def test_colour_mask_a_and_b_at_the_current_pixel():
@@ -82,3 +83,12 @@ def test_output_order_permutes_the_outputs(mask_type):
     conv = randomized(kp.MaskedConv2D(6, 1, mask_type=mask_type, color_channels=3), images)
     order = np.array([5, 2, 0, 4, 1, 3])
     np.testing.assert_allclose(conv(images, output_order=order), np.asarray(conv(images))[..., order], atol=1e-6)
+
+
+def test_group_major_orders_features_group_by_group():
+    # Features 0..5 in 3 colour groups (index % 3): group-major is 0, 3 | 1, 4 | 2, 5.
+    features = np.arange(12).reshape(2, 6)
+    np.testing.assert_array_equal(group_major(features, 3), [[0, 3, 1, 4, 2, 5], [6, 9, 7, 10, 8, 11]])
+    np.testing.assert_array_equal(group_major(features.T, 3, axis=0), np.asarray(group_major(features, 3)).T)
+    np.testing.assert_array_equal(group_features(features, 1, 3), [[1, 4], [7, 10]])
+    assert group_major(features, 1) is features
