@@ -225,8 +225,8 @@ class VQVAE(keras.Model):
     def decode(self, codes):
         """Integer codes [B, h, w, 1] in [0, K) -> uint8 images [B, H, W, C] (rounded, clipped).
 
-        Checked, then compiled (XLA) once per batch size: eager, the decoder would
-        take 4x as long as sampling a 7x7 grid (BUILD_NOTES.md, "Code priors").
+        Checked, then compiled (XLA) once per batch size: eager, the decoder took 6.8 ms
+        of a 28x28 sample against 1.2 ms (BUILD_NOTES.md, "Priors over discrete codes").
         """
         check_images(codes, self.code_shape, name="codes", num_categories=self.num_embeddings)
         if self._compiled_decode is None:

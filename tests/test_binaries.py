@@ -1,7 +1,7 @@
 """The binaries as a newcomer meets them: a quiet start, one-line usage errors, default paths, finished reruns.
 
-The start-up and the errors are checked in subprocesses, as a user runs the binaries; what the
-binaries do with a finished run is checked in this process (``run_main``: the same flags and main).
+The start-up and a usage error are checked in subprocesses, as a user runs the binaries; a missing extra and what
+the binaries do with a finished run are checked in this process (the same flags and main).
 """
 
 import logging
@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from absl import flags
 from conftest import REPO_ROOT, run_main, subprocess_env
 
 from trainers import sample, train
@@ -66,19 +67,16 @@ def test_a_usage_error_is_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == ["train.py: --kernel_size: expected an odd number >= 3, got 4."]
 
 
-@pytest.mark.large  # large: a subprocess of the trainer binary
-def test_a_missing_training_extra_names_the_extra(tmp_path):
-    script = (
-        "import sys\n"
-        "sys.modules['sklearn'] = None  # as if scikit-learn were not installed\n"
-        f"sys.argv = ['train.py', '--model_dir={tmp_path}/run']\n"
-        "from trainers import train\n"
-        "train.run()\n"
-    )
-    command = [sys.executable, "-c", script]
-    result = subprocess.run(command, env=subprocess_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
+def test_a_missing_training_extra_names_the_extra(tmp_path, monkeypatch, capsys):
+    # As if scikit-learn were not installed (the binary, run as `python -m` would, in this process).
+    for name in ["sklearn"] + [name for name in sys.modules if name.startswith("sklearn.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setattr(sys, "argv", ["train.py", f"--model_dir={tmp_path}/run"])
+    flags.FLAGS.unparse_flags()
+    with pytest.raises(SystemExit) as exit:
+        train.run()
+    assert exit.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "train.py: scikit-learn is needed for training data: pip install 'keras-pixelcnn[train]' "
         "(it installs scikit-learn)."
     )

@@ -64,8 +64,8 @@ def trained():
     train, test = digits()
     keras.utils.set_random_seed(0)
     model = kp.VQVAE((8, 8, 1), num_embeddings=32, embedding_dim=8, filters=32, downsample=1, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3))
-    history = model.fit(train, batch_size=64, epochs=15, verbose=0).history["loss"]
+    model.compile(optimizer=keras.optimizers.Adam(4e-3))
+    history = model.fit(train, batch_size=64, epochs=8, verbose=0).history["loss"]
     return model, history, test
 
 
@@ -76,10 +76,10 @@ def test_a_trained_toy_reconstructs_round_trips_and_uses_its_codebook(trained):
     assert codes.shape == (len(test), 4, 4, 1) and codes.dtype == np.int32
     images = np.asarray(model.decode(codes))
     assert images.shape == test.shape and images.dtype == np.uint8
-    assert np.abs(images.astype(float) - test).mean() < 25  # measured: 15-16 (of 255)
-    assert (np.asarray(model.encode(images)) == codes).mean() > 0.85  # measured: 0.91-0.93
+    assert np.abs(images.astype(float) - test).mean() < 25  # measured: 16.0-16.6 (of 255), TF and JAX
+    assert (np.asarray(model.encode(images)) == codes).mean() > 0.85  # measured: 0.915-0.925
     usage = model.codebook_usage(test)
-    assert usage["used"] > 0.75 and usage["perplexity"] > 10, usage  # measured: 0.94-1.0, 19-23
+    assert usage["used"] > 0.75 and usage["perplexity"] > 10, usage  # measured: 0.91-1.0, 18.5-19.5
 
 
 def test_the_vqvae_saves_and_loads(trained, tmp_path):
