@@ -68,14 +68,14 @@ def test_a_usage_error_is_one_line(tmp_path):
 
 
 def test_a_missing_training_extra_names_the_extra(tmp_path, monkeypatch, capsys):
-    # As if scikit-learn were not installed (the binary, run as `python -m` would, in this process).
+    # As if scikit-learn were not installed; the binary's entry point (`python -m trainers.train`) runs in this process.
     for name in ["sklearn"] + [name for name in sys.modules if name.startswith("sklearn.")]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setattr(sys, "argv", ["train.py", f"--model_dir={tmp_path}/run"])
     flags.FLAGS.unparse_flags()
-    with pytest.raises(SystemExit) as exit:
+    with pytest.raises(SystemExit) as stopped:
         train.run()
-    assert exit.value.code == 1
+    assert stopped.value.code == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "train.py: scikit-learn is needed for training data: pip install 'keras-pixelcnn[train]' "
         "(it installs scikit-learn)."
