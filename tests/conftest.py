@@ -46,11 +46,10 @@ CORE_MODULES = (
 
 
 # The longest work units first (measured at 11b0bbd; the others take under 10 s): pytest.ini's
-# --dist loadscope --no-loadscope-reorder hands files (and the JAX halves, each a class) to the two
+# --dist loadscope --no-loadscope-reorder hands files (and the JAX core suite, a class) to the two
 # workers in collection order, so that both finish together instead of one starting a long file at the end.
 LONGEST_FIRST = (
-    "test_jax_backend.py::TestCoreSuiteUnderJaxFirstHalf",
-    "test_jax_backend.py::TestCoreSuiteUnderJaxSecondHalf",
+    "test_jax_backend.py::TestCoreSuiteUnderJax",
     "test_train_lib.py",
     "test_autoencoder.py",
     "test_export.py",

@@ -192,6 +192,7 @@ def test_a_tiny_export_serves_what_the_python_api_computes(tmp_path):
         call_signature(loaded, "serving_default", dict(class_ids=[2], seed=seed, temperature=np.float32(1.0)))
 
 
+@pytest.mark.large  # large: writes and loads a SavedModel (the fast tier keeps the tiny export above)
 def test_a_code_model_exports_int32_codes_and_refuses_out_of_range_ones(tmp_path):
     """A K-category prior (num_categories): int32 codes in and out, codes outside [0, K) are INVALID_ARGUMENT;
     the gRPC and REST clients send and read them with codes=True."""
@@ -228,6 +229,7 @@ def test_a_code_model_exports_int32_codes_and_refuses_out_of_range_ones(tmp_path
     assert decoded["images"].dtype == np.int32 and np.array_equal(decoded["images"], codes)
 
 
+@pytest.mark.large  # large: writes and loads a SavedModel (the fast tier keeps the tiny export above)
 def test_a_vqvae_prior_serves_decoded_images_and_their_codes(tmp_path):
     """VQVAEPrior: one SavedModel samples codes and decodes them; log_prob scores images through their codes."""
     from export import rest_client

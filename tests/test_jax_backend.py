@@ -225,18 +225,11 @@ def test_jax_run_never_imports_tensorflow_and_export_and_trainer_say_they_need_i
     assert not os.path.exists(os.path.join(jax_run[3], "run")), "the refused run wrote its directory"
 
 
-# The core suite again under JAX, in two halves of about equal time (measured): pytest.ini's
-# --dist loadscope sends each class below to a worker of its own.
-FIRST_HALF = ("test_categories.py", "test_conditioning.py", "test_fast_sampling.py", "test_sampling.py",
-              "test_vqvae.py")  # fmt: skip
-SECOND_HALF = tuple(module for module in CORE_MODULES if module not in FIRST_HALF)
-
-
-def run_core_suite_under_jax(modules):
+def run_core_suite_under_jax():
     """JAX_ENABLE_X64: the suite's exact comparisons run float64 models (the JAX process above runs without)."""
     tests = os.path.dirname(os.path.abspath(__file__))
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-m",
-               "not large and not slow and not tensorflow_only", *modules]  # fmt: skip
+               "not large and not slow and not tensorflow_only", *CORE_MODULES]  # fmt: skip
     env = subprocess_env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1")  # XLA_FLAGS: conftest's
     result = subprocess.run(command, cwd=tests, env=env, capture_output=True, text=True, timeout=1200)
     summary = result.stdout.strip().splitlines()[-1]
@@ -245,13 +238,9 @@ def run_core_suite_under_jax(modules):
     return int(re.search(r"(\d+) passed", summary).group(1))
 
 
-@pytest.mark.large  # large: half the core suite's time again, under JAX (~2 CPU-minutes)
-class TestCoreSuiteUnderJaxFirstHalf:
+# One process for the whole core suite: its tests share JAX's caches of compiled ops and a
+# start-up (152 s, against 204 s as two processes of half the modules each, run alone).
+@pytest.mark.large  # large: the core suite again, under JAX (~2.5 CPU-minutes); a class: a unit of its own
+class TestCoreSuiteUnderJax:
     def test_passes(self):
-        assert run_core_suite_under_jax(FIRST_HALF) >= 40  # 47 in December 2026
-
-
-@pytest.mark.large  # large: the other half (~2 CPU-minutes)
-class TestCoreSuiteUnderJaxSecondHalf:
-    def test_passes(self):
-        assert run_core_suite_under_jax(SECOND_HALF) >= 160  # 192 in December 2026
+        assert run_core_suite_under_jax() >= 220  # 249 in December 2026
