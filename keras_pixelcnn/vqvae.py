@@ -23,6 +23,7 @@ import numpy as np
 from keras import ops
 
 from keras_pixelcnn.heads import discretized_logistic_mixture_log_prob
+from keras_pixelcnn.likelihood_model import build_optimizer
 from keras_pixelcnn.model import deserialized_config
 from keras_pixelcnn.sampling import compiled_function
 from keras_pixelcnn.validation import check_image_shape, check_images, check_int, check_positive_int, check_rate
@@ -201,6 +202,10 @@ class VQVAE(keras.Model):
     def call(self, images, training=None):
         z_q, _ = self.quantizer(self.encoder(images, training=training), training=training)
         return self.decoder(z_q, training=training)
+
+    def fit(self, *args, **kwargs):
+        build_optimizer(self)  # one trace of the step, not two (likelihood_model.build_optimizer)
+        return super().fit(*args, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         y_pred = ops.cast(y_pred, "float32")
