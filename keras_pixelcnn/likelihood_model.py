@@ -53,8 +53,8 @@ def build_optimizer(model):
     """Creates a compiled model's optimizer variables now, as Keras does under a strategy or on JAX.
 
     Keras on TensorFlow otherwise creates them in the first traced step, behind lifted
-    initializers, and traces the step a second time: a tiny model's ``fit`` took 3.0 s, 1.35 s
-    with this (BUILD_NOTES, "Inputs, loss, the Keras API").
+    initializers, and tf.function then traces the step a second time: a small model's first
+    ``fit`` took 2.0-2.2x as long (BUILD_NOTES, "First fit").
 
     Args:
       model: a built ``keras.Model``, compiled or not (then nothing happens).

@@ -108,7 +108,7 @@ def recorded_traces(model):
 
 
 # The optimizer's variables exist before the first trace (likelihood_model.build_optimizer): created
-# inside it, on TensorFlow, they made the step trace twice and a tiny model's first fit take 2.2x as long.
+# inside it, on TensorFlow, they made the step trace twice and a small model's first fit twice as long.
 @pytest.mark.parametrize("case", ["conditional_class", "autoencoder", "vqvae"])
 def test_fit_traces_its_step_once(case):
     if case == "vqvae":
