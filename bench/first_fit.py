@@ -3,7 +3,7 @@
 Keras on TensorFlow, without a distribution strategy, creates the optimizer's
 variables inside the first traced train step, and tf.function then traces the
 step a second time. ``LikelihoodModel.fit`` builds the optimizer first
-(``likelihood_model.build_optimizer``); ``keras.Model.fit(model, ...)`` is
+(``likelihood_model.OptimizerBuiltFirst``); ``keras.Model.fit(model, ...)`` is
 Keras's own path. Each round builds fresh models (a small and a digits-sized
 one, Adam) and times both paths' ``fit`` over two short epochs, in turns.
 

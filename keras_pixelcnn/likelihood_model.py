@@ -49,22 +49,30 @@ def _batch_inputs(data):
     return split_inputs(data)
 
 
-def build_optimizer(model):
-    """Creates a compiled model's optimizer variables now, as Keras does under a strategy or on JAX.
+class OptimizerBuiltFirst(keras.Model):
+    """A Keras Model whose ``fit`` and ``train_on_batch`` create the optimizer's variables first.
 
-    Keras on TensorFlow otherwise creates them in the first traced step, behind lifted
-    initializers, and tf.function then traces the step a second time: a small model's first
-    ``fit`` took 2.0-2.2x as long (BUILD_NOTES, "First fit").
-
-    Args:
-      model: a built ``keras.Model``, compiled or not (then nothing happens).
+    Keras does so under a tf.distribute strategy and on JAX. On TensorFlow without a strategy
+    it creates them in the first traced step, behind lifted initializers, and tf.function then
+    traces the step a second time: a small model's first ``fit`` took 2.0-2.2x as long
+    (BUILD_NOTES, "First fit").
     """
-    if keras.backend.backend() == "tensorflow" and model.built and model.optimizer and not model.optimizer.built:
-        with model.distribute_strategy.scope():
-            model.optimizer.build(model.trainable_variables)
+
+    def _build_optimizer(self):
+        if keras.backend.backend() == "tensorflow" and self.built and self.optimizer and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
+    def fit(self, *args, **kwargs):
+        self._build_optimizer()
+        return super().fit(*args, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        self._build_optimizer()
+        return super().train_on_batch(*args, **kwargs)
 
 
-class LikelihoodModel(keras.Model):
+class LikelihoodModel(OptimizerBuiltFirst):
     """Base class of the PixelCNN models and the auto-encoder: Keras's Model API with a built-in loss.
 
     Subclasses set ``head`` and ``image_shape``, and implement ``call(inputs, training)``
@@ -139,7 +147,6 @@ class LikelihoodModel(keras.Model):
 
     def fit(self, x=None, y=None, sample_weight=None, class_weight=None, **kwargs):
         self._check_data(x, y, sample_weight, class_weight)
-        build_optimizer(self)
         return super().fit(x, **kwargs)
 
     def evaluate(self, x=None, y=None, sample_weight=None, **kwargs):
@@ -152,7 +159,6 @@ class LikelihoodModel(keras.Model):
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         self._check_data(x, y, sample_weight, class_weight)
-        build_optimizer(self)
         return super().train_on_batch(x, return_dict=return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):

@@ -23,7 +23,7 @@ import numpy as np
 from keras import ops
 
 from keras_pixelcnn.heads import discretized_logistic_mixture_log_prob
-from keras_pixelcnn.likelihood_model import build_optimizer
+from keras_pixelcnn.likelihood_model import OptimizerBuiltFirst
 from keras_pixelcnn.model import deserialized_config
 from keras_pixelcnn.sampling import compiled_function
 from keras_pixelcnn.validation import check_image_shape, check_images, check_int, check_positive_int, check_rate
@@ -141,7 +141,7 @@ def _decoder(latent_shape, outputs_per_pixel, filters, stages, dtype):
 
 
 @keras.saving.register_keras_serializable(package="keras_pixelcnn")
-class VQVAE(keras.Model):
+class VQVAE(OptimizerBuiltFirst):
     """A VQ-VAE: ``encode`` images to code grids, ``decode`` code grids to images, ``fit(images)``.
 
     Args:
@@ -202,10 +202,6 @@ class VQVAE(keras.Model):
     def call(self, images, training=None):
         z_q, _ = self.quantizer(self.encoder(images, training=training), training=training)
         return self.decoder(z_q, training=training)
-
-    def fit(self, *args, **kwargs):
-        build_optimizer(self)  # one trace of the step, not two (likelihood_model.build_optimizer)
-        return super().fit(*args, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         y_pred = ops.cast(y_pred, "float32")

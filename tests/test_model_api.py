@@ -107,30 +107,24 @@ def recorded_traces(model):
     return traces
 
 
-# The optimizer's variables exist before the first trace (likelihood_model.build_optimizer): created
+# The optimizer's variables exist before the first trace (likelihood_model.OptimizerBuiltFirst): created
 # inside it, on TensorFlow, they made the step trace twice and a small model's first fit twice as long.
 @pytest.mark.parametrize("case", ["conditional_class", "autoencoder", "vqvae"])
-def test_fit_traces_its_step_once(case):
+@pytest.mark.parametrize("method", ["fit", "train_on_batch"])
+def test_training_traces_its_step_once(case, method):
     if case == "vqvae":
         model = kp.VQVAE((4, 4, 3), num_embeddings=4, embedding_dim=2, filters=4, downsample=1)
-        x = random_images((4, 4, 4, 3))
-        model.compile(optimizer="adam")
+        x = random_images((BATCH, 4, 4, 3))
     else:
         model, images, condition = make(case)
         x = inputs_of(images, condition)
-        model.compile(optimizer="adam")  # SGD has no variables to create
+    model.compile(optimizer="adam")  # make()'s SGD has no variables to create
     traces = recorded_traces(model)
-    model.fit(x, batch_size=2, epochs=2, verbose=0)
-    assert len(traces) == 1 and model.optimizer.built
-
-
-@pytest.mark.parametrize("case", ["conditional_class", "autoencoder"])
-def test_train_on_batch_traces_its_step_once(case):
-    model, images, condition = make(case)
-    model.compile(optimizer="adam")  # SGD has no variables to create
-    traces = recorded_traces(model)
-    for _ in range(2):
-        model.train_on_batch(inputs_of(images, condition))
+    if method == "fit":
+        model.fit(x, batch_size=2, epochs=2, verbose=0)
+    else:
+        model.train_on_batch(x)
+        model.train_on_batch(x)
     assert len(traces) == 1 and model.optimizer.built
 
 
