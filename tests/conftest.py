@@ -25,8 +25,7 @@ gc.set_threshold(20000, 20, 20)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The core suite: the library's layers, heads, models, likelihoods, samplers, causality and saving,
-# backend-neutral. tests/test_jax_backend.py runs it again under KERAS_BACKEND=jax (minus the tests
-# marked tensorflow_only, which exercise TensorFlow machinery, and the large ones).
+# backend-neutral.
 CORE_MODULES = (
     "test_api.py",
     "test_autoencoder.py",
@@ -44,18 +43,33 @@ CORE_MODULES = (
     "test_xla_sampling.py",
 )
 
+# The JAX run, `KERAS_BACKEND=jax pytest` (.ci/run's second command): the core suite, less its large tests (fits
+# and grids the TensorFlow run covers) and the tensorflow_only ones (TensorFlow machinery), with 64-bit types for
+# its exact float64 comparisons; and test_jax_backend.py, JAX against TensorFlow. `pytest` alone runs everything
+# on TensorFlow but test_jax_backend.py.
+ON_JAX = os.environ.get("KERAS_BACKEND") == "jax"
+JAX_MODULES = CORE_MODULES + ("test_jax_backend.py",)
+if ON_JAX:
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    os.environ.setdefault("JAX_ENABLE_X64", "1")
+
+
+def pytest_ignore_collect(collection_path):
+    if collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return (collection_path.name not in JAX_MODULES) if ON_JAX else collection_path.name == "test_jax_backend.py"
+    return None
+
 
 # The longest work units first (measured at 11b0bbd; the others take under 10 s): pytest.ini's
-# --dist loadscope --no-loadscope-reorder hands files (and the JAX core suite, a class) to the two
-# workers in collection order, so that both finish together instead of one starting a long file at the end.
+# --dist loadscope --no-loadscope-reorder hands files to the two workers in collection order, so
+# that both finish together instead of one starting a long file at the end.
 LONGEST_FIRST = (
-    "test_jax_backend.py::TestCoreSuiteUnderJax",
+    "test_jax_backend.py",
     "test_train_lib.py",
     "test_autoencoder.py",
     "test_export.py",
     "test_trainers.py",
     "test_xla_sampling.py",
-    "test_jax_backend.py",
     "test_autoencoder_trainers.py",
     "test_binaries.py",
     "test_fast_sampling.py",
@@ -76,12 +90,21 @@ LONGEST_FIRST = (
 )
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     def rank(item):
         name = item.nodeid.rsplit("/", 1)[-1]
         return next((i for i, prefix in enumerate(LONGEST_FIRST) if name.startswith(prefix)), len(LONGEST_FIRST))
 
     items.sort(key=rank)  # stable: each file keeps its own order
+    if ON_JAX:
+        config.hook.pytest_deselected(items=[item for item in items if _tensorflow_run_only(item)])
+        items[:] = [item for item in items if not _tensorflow_run_only(item)]
+
+
+def _tensorflow_run_only(item):
+    """A test the JAX run leaves out: marked tensorflow_only, or a large one of the core suite."""
+    core_large = item.path.name in CORE_MODULES and item.get_closest_marker("large")
+    return core_large or item.get_closest_marker("tensorflow_only")
 
 
 def randomize_weights(model, seed=0, scale=0.5):

@@ -1,26 +1,21 @@
-"""The same models under KERAS_BACKEND=jax: agreement with TensorFlow, fit/save/sample on JAX, the core suite.
+"""The same models on JAX and on TensorFlow: equal forward passes, likelihoods and samples; fit/save/sample on JAX.
 
-One JAX process (the default JAX configuration: 32-bit integers, 2 host devices
-for DataParallel) gets models built here with their weights. It writes their
-forward passes, log-likelihoods and samples, which must equal TensorFlow's,
-then trains, saves and samples on its own, mixed precision and data-parallel
-``fit`` included; the package never imports TensorFlow. A second process runs the core
-suite (conftest.CORE_MODULES) under JAX.
+Part of the JAX run (`KERAS_BACKEND=jax pytest`, conftest.ON_JAX), beside the core suite. Each backend runs in a
+process of its own: TensorFlow's builds models with random weights, saves them and writes what it computes;
+JAX's (the default JAX configuration: 32-bit integers, 2 host devices for DataParallel) loads them, writes its
+forward passes, log-likelihoods and samples, which must equal TensorFlow's, then trains, saves and samples on its
+own, mixed precision and data-parallel ``fit`` included; the package never imports TensorFlow there.
 """
 
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
-from conftest import CORE_MODULES, FAST_XLA_COMPILE, random_images, randomize_weights, subprocess_env
-from test_autoencoder import randomize
-
-import keras_pixelcnn as kp
+from conftest import FAST_XLA_COMPILE, REPO_ROOT, subprocess_env
 
 pytest.importorskip("jax")
 
@@ -121,49 +116,73 @@ JAX_SCRIPT = textwrap.dedent(
 )
 HEADS = ["softmax", "logistic_mixture"]
 
+# The TensorFlow side: random-weight models saved for the JAX script, and what TensorFlow computes with them
+# (the JAX script's sampling runs are all equal, so one run here).
+TF_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    import numpy as np
+    import keras
+    import keras_pixelcnn as kp
+    from conftest import random_images, randomize_weights
+    from test_autoencoder import randomize
+    assert keras.backend.backend() == "tensorflow"
 
-def _sample_all(model, condition):
-    """TensorFlow's counterpart of the JAX script's ``sample_all`` (one of its runs: they are all equal)."""
-    return np.asarray(model.sample(condition=condition, seed=(3, 9), temperature=0.9))
+    out, heads = sys.argv[1], json.loads(sys.argv[2])
+    images, condition = random_images((8, 4, 5, 3)), np.array([0, 2, 1, 1, 0, 2, 2, 1])
+    np.savez(os.path.join(out, "data.npz"), images=images, condition=condition)
+    cases = {"pixelcnn": {}}
+    for head in heads:
+        model = kp.ConditionalPixelCNN(
+            (4, 5, 3), num_layers=2, filters=6, kernel_size=3, head=head, num_mixtures=2, num_classes=3,
+            spatial_condition=True, skip_connections=True,
+        )
+        randomize_weights(model, scale=0.3)
+        model.save_weights(os.path.join(out, f"{head}.weights.h5"))
+        cases["pixelcnn"][head] = dict(config=model.get_config(), weights=os.path.join(out, f"{head}.weights.h5"))
+        np.savez(os.path.join(out, f"{head}_tf.npz"), forward=np.asarray(model((images, condition))),
+                 log_prob=np.asarray(model.log_prob(images, condition)),
+                 samples=np.asarray(model.sample(condition=condition, seed=(3, 9), temperature=0.9)))
+    autoencoder = kp.PixelCNNAutoEncoder((4, 5, 3), 3, num_layers=2, filters=6, kernel_size=3, encoder_filters=4)
+    randomize(autoencoder)
+    autoencoder.save_weights(os.path.join(out, "autoencoder.weights.h5"))
+    cases["autoencoder"] = dict(config=autoencoder.get_config(), weights=os.path.join(out, "autoencoder.weights.h5"))
+    line, codes = autoencoder.interpolate(images[0], images[1], steps=3, seed=1)
+    reconstructions = np.asarray(autoencoder.reconstruct(images, 2, seed=4))
+    np.savez(os.path.join(out, "autoencoder_tf.npz"), reconstruct=reconstructions, interpolate=np.asarray(line),
+             codes=np.asarray(codes))
+    with open(os.path.join(out, "cases.json"), "w") as f:
+        json.dump(cases, f)
+    """
+)
+
+
+def run_script(script, *args, **env):
+    """Runs ``script`` in a fresh Python with this checkout and tests/ importable; its stdout."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = subprocess_env(PYTHONPATH=os.pathsep.join([REPO_ROOT, tests]), **env)
+    result = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 @pytest.fixture(scope="module")
 def jax_run(tmp_path_factory):
-    """(TensorFlow's results {name: dict}, JAX's results {name: npz}, the JAX script's report, its directory)."""
+    """(TensorFlow's results {name: npz}, JAX's results {name: npz}, the JAX script's report, its directory).
+
+    Each backend in a process of its own: TensorFlow's writes the models and its results, then JAX's, in
+    JAX's default configuration (32-bit integers: JAX_ENABLE_X64 off, unlike the core suite's process),
+    with 2 host devices for DataParallel.
+    """
     out = tmp_path_factory.mktemp("jax")
-    images, condition = random_images((8, 4, 5, 3)), np.array([0, 2, 1, 1, 0, 2, 2, 1])
-    np.savez(out / "data.npz", images=images, condition=condition)
-    cases, ours = {"pixelcnn": {}}, {}
-    for head in HEADS:
-        model = kp.ConditionalPixelCNN(
-            (4, 5, 3), num_layers=2, filters=6, kernel_size=3, head=head, num_mixtures=2, num_classes=3,
-            spatial_condition=True, skip_connections=True,
-        )  # fmt: skip
-        randomize_weights(model, scale=0.3)
-        model.save_weights(out / f"{head}.weights.h5")
-        cases["pixelcnn"][head] = dict(config=model.get_config(), weights=str(out / f"{head}.weights.h5"))
-        ours[head] = dict(
-            forward=np.asarray(model((images, condition))),
-            log_prob=np.asarray(model.log_prob(images, condition)),
-            samples=_sample_all(model, condition),
-        )
-    autoencoder = kp.PixelCNNAutoEncoder((4, 5, 3), 3, num_layers=2, filters=6, kernel_size=3, encoder_filters=4)
-    randomize(autoencoder)
-    autoencoder.save_weights(out / "autoencoder.weights.h5")
-    cases["autoencoder"] = dict(config=autoencoder.get_config(), weights=str(out / "autoencoder.weights.h5"))
-    line, codes = autoencoder.interpolate(images[0], images[1], steps=3, seed=1)
-    ours["autoencoder"] = dict(
-        reconstruct=np.asarray(autoencoder.reconstruct(images, 2, seed=4)), interpolate=np.asarray(line), codes=codes
-    )
+    run_script(TF_SCRIPT, str(out), json.dumps(HEADS), KERAS_BACKEND="tensorflow")
+    cases = (out / "cases.json").read_text()
     xla_flags = f"--xla_force_host_platform_device_count=2 {FAST_XLA_COMPILE}"
-    env = subprocess_env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags)
-    result = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT, json.dumps(cases), str(out)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.split("REPORT:")[-1])
-    theirs = {name: dict(np.load(out / f"{name}_jax.npz")) for name in HEADS + ["autoencoder"]}
+    stdout = run_script(JAX_SCRIPT, cases, str(out), KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", JAX_ENABLE_X64="0",
+                        XLA_FLAGS=xla_flags)  # fmt: skip
+    report = json.loads(stdout.split("REPORT:")[-1])
+    ours, theirs = ({name: dict(np.load(out / f"{name}_{backend}.npz")) for name in HEADS + ["autoencoder"]}
+                    for backend in ("tf", "jax"))  # fmt: skip
     return ours, theirs, report, str(out)
 
 
@@ -223,24 +242,3 @@ def test_jax_run_never_imports_tensorflow_and_export_and_trainer_say_they_need_i
     assert report["export_error"] == message
     assert report["trainer_error"].startswith("train_and_evaluate: needs the tensorflow backend"), report
     assert not os.path.exists(os.path.join(jax_run[3], "run")), "the refused run wrote its directory"
-
-
-def run_core_suite_under_jax():
-    """JAX_ENABLE_X64: the suite's exact comparisons run float64 models (the JAX process above runs without)."""
-    tests = os.path.dirname(os.path.abspath(__file__))
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-m",
-               "not large and not slow and not tensorflow_only", *CORE_MODULES]  # fmt: skip
-    env = subprocess_env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1")  # XLA_FLAGS: conftest's
-    result = subprocess.run(command, cwd=tests, env=env, capture_output=True, text=True, timeout=1200)
-    summary = result.stdout.strip().splitlines()[-1]
-    assert result.returncode == 0, result.stdout[-5000:]
-    assert "failed" not in summary and "error" not in summary, summary
-    return int(re.search(r"(\d+) passed", summary).group(1))
-
-
-# One process for the whole core suite: its tests share JAX's caches of compiled ops and a
-# start-up (152 s, against 204 s as two processes of half the modules each, run alone).
-@pytest.mark.large  # large: the core suite again, under JAX (~2.5 CPU-minutes); a class: a unit of its own
-class TestCoreSuiteUnderJax:
-    def test_passes(self):
-        assert run_core_suite_under_jax() >= 220  # 249 in December 2026
