@@ -1,10 +1,11 @@
 """The same models on JAX and on TensorFlow: equal forward passes, likelihoods and samples; fit/save/sample on JAX.
 
-Part of the JAX run (`KERAS_BACKEND=jax pytest`, conftest.ON_JAX), beside the core suite. Each backend runs in a
-process of its own: TensorFlow's builds models with random weights, saves them and writes what it computes;
-JAX's (the default JAX configuration: 32-bit integers, 2 host devices for DataParallel) loads them, writes its
-forward passes, log-likelihoods and samples, which must equal TensorFlow's, then trains, saves and samples on its
-own, mixed precision and data-parallel ``fit`` included; the package never imports TensorFlow there.
+Part of the JAX run (`KERAS_BACKEND=jax pytest`, conftest.ON_JAX), beside the core suite; named on the command line
+it runs from TensorFlow's `pytest` as well. Each backend runs in a process of its own: TensorFlow's builds models
+with random weights, saves them and writes what it computes; JAX's (the default JAX configuration: 32-bit integers,
+2 host devices for DataParallel) loads them, writes its forward passes, log-likelihoods and samples, which must
+equal TensorFlow's, then trains, saves and samples on its own, mixed precision and data-parallel ``fit`` included;
+the package never imports TensorFlow there.
 """
 
 import json
