@@ -187,7 +187,7 @@ def jax_run(tmp_path_factory):
     return ours, theirs, report, str(out)
 
 
-@pytest.mark.large  # large: one JAX subprocess (~40 s)
+@pytest.mark.large  # large: a TensorFlow and a JAX subprocess (~45 s)
 @pytest.mark.parametrize("head", HEADS)
 def test_jax_forward_pass_and_log_likelihood_match_tensorflow(jax_run, head):
     ours, theirs, *_ = jax_run
